@@ -1,0 +1,79 @@
+"""Times a config's jitted train step: `python -m i2i_jax.benchmark --config=... [--config.x=y]`.
+
+Prints one JSON line: median step time after compilation, images/s, compile time, peak RSS,
+FLOPs per step from XLA's cost analysis, and the devices used. The batch is random uint8 data
+of the config's shape, so the figure is the model's cost, not the input pipeline's.
+"""
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from i2i_jax import parallel, tasks
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up step.")
+flags.mark_flags_as_required(["config"])
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports kilobytes, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    shape = (config.batch_size, config.crop_size, config.crop_size)
+    return {"input": rng.integers(0, 256, shape + (config.input_nc,), dtype=np.uint8),
+            "target": rng.integers(0, 256, shape + (config.output_nc,), dtype=np.uint8)}
+
+
+def benchmark_train_step(config, steps: int) -> dict:
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
+    task = tasks.build_task(config, steps_per_epoch=1000,
+                            stats_groups=parallel.stats_groups(config, mesh))
+    state = parallel.init_replicated(task.init_state, config.seed, mesh)
+    batch = parallel.to_global(random_batch(config, np.random.default_rng(config.seed)), mesh)
+    step_fn = parallel.jit_train_step(task.train_step, mesh)
+
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    state, metrics = compiled(state, batch)  # Warm-up: first-run allocations.
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    return {"model": config.model, "netG": config.netG, "netD": config.netD,
+            "crop_size": config.crop_size, "batch_size": config.batch_size,
+            "step_time_ms": round(step_s * 1e3, 3),
+            "images_per_sec": round(config.batch_size / step_s, 3),
+            "compile_s": round(compile_s, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "flops_per_step": float(cost.get("flops", float("nan"))) if cost else float("nan"),
+            "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+            "timed_steps": steps}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    print(json.dumps(benchmark_train_step(_CONFIG.value, _STEPS.value)))
+
+
+if __name__ == "__main__":
+    app.run(main)

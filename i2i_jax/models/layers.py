@@ -1,0 +1,127 @@
+"""Building blocks shared by the generators and discriminators.
+
+Convolutions use explicit PyTorch-style padding so that output shapes and parameter layouts
+match the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix) exactly.
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORMS = ("batch", "instance", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+NORM_EPS = 1e-5  # PyTorch's default for BatchNorm2d and InstanceNorm2d.
+BATCH_NORM_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch.
+
+
+def weight_init(init_type: str, gain: float) -> Callable:
+    """The reference's `init_weights` for conv kernels (biases always start at zero)."""
+    if init_type == "normal":
+        return nn.initializers.normal(stddev=gain)
+    if init_type == "xavier":
+        return nn.initializers.variance_scaling(gain**2, "fan_avg", "normal")
+    if init_type == "kaiming":
+        return nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+    if init_type == "orthogonal":
+        return nn.initializers.orthogonal(scale=gain)
+    raise ValueError(f"init_type={init_type!r} is not one of {INIT_TYPES}")
+
+
+def conv_has_bias(norm: str) -> bool:
+    """Inner convs skip the bias only when batch norm follows (its shift makes a bias redundant).
+
+    The reference also drops it for norm `none`; that is a quirk we do not copy.
+    """
+    return norm != "batch"
+
+
+class BatchNorm(nn.Module):
+    """Batch norm with PyTorch semantics, and batch statistics taken per group if asked.
+
+    `stats_groups` splits the batch into that many equal contiguous groups and normalises each
+    with its own statistics. With the batch sharded over a mesh axis of that size this is exactly
+    per-device batch norm (what pmap gives); with 1 group the statistics span the global batch
+    (synchronised batch norm). Running statistics average the groups and use the unbiased
+    variance, as PyTorch does.
+    """
+
+    stats_groups: int = 1
+    scale_init: Callable = nn.initializers.normal(stddev=0.02)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool):
+        features = x.shape[-1]
+        scale = self.param("scale", lambda k, s: 1.0 + self.scale_init(k, s), (features,))
+        bias = self.param("bias", nn.initializers.zeros, (features,))
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+            y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + NORM_EPS)
+        else:
+            groups = self.stats_groups
+            if x.shape[0] % groups:
+                raise ValueError(
+                    f"batch of {x.shape[0]} does not split into stats_groups={groups} groups")
+            xg = x.astype(jnp.float32).reshape((groups, x.shape[0] // groups) + x.shape[1:])
+            axes = tuple(range(1, xg.ndim - 1))
+            mean = xg.mean(axis=axes, keepdims=True)
+            var = jnp.square(xg - mean).mean(axis=axes, keepdims=True)
+            y = ((xg - mean) * jax.lax.rsqrt(var + NORM_EPS)).reshape(x.shape)
+            if not self.is_initializing():
+                n = xg.size // (groups * features)
+                unbiased = var.reshape(groups, features).mean(0) * n / max(n - 1, 1)
+                m = BATCH_NORM_MOMENTUM
+                ra_mean.value = (1 - m) * ra_mean.value + m * mean.reshape(groups, features).mean(0)
+                ra_var.value = (1 - m) * ra_var.value + m * unbiased
+        return (y * scale + bias).astype(self.dtype)
+
+
+class InstanceNorm(nn.Module):
+    """Instance norm without affine parameters or running statistics (reference default)."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool = False):
+        del use_running_average  # Instance statistics are the same in training and test.
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(axis=(1, 2), keepdims=True)
+        var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)
+        return ((x32 - mean) * jax.lax.rsqrt(var + NORM_EPS)).astype(self.dtype)
+
+
+def make_norm(norm: str, stats_groups: int, init_gain: float, dtype) -> Callable[[], nn.Module]:
+    """A factory of fresh norm layers, or None for norm `none`."""
+    if norm == "batch":
+        return lambda: BatchNorm(stats_groups=stats_groups,
+                                 scale_init=nn.initializers.normal(stddev=init_gain), dtype=dtype)
+    if norm == "instance":
+        return lambda: InstanceNorm(dtype=dtype)
+    if norm == "none":
+        return None
+    raise ValueError(f"norm={norm!r} is not one of {NORMS}")
+
+
+def conv(features: int, kernel: int, stride: int, padding: int, use_bias: bool,
+         kernel_init: Callable, dtype, name: str) -> nn.Conv:
+    """A square-kernel convolution with symmetric zero padding, like torch.nn.Conv2d."""
+    return nn.Conv(features, (kernel, kernel), strides=stride,
+                   padding=((padding, padding), (padding, padding)), use_bias=use_bias,
+                   kernel_init=kernel_init, dtype=dtype, name=name)
+
+
+def up_conv(features: int, use_bias: bool, kernel_init: Callable, dtype,
+            name: str) -> nn.ConvTranspose:
+    """A 4x4, stride-2, padding-1 transposed convolution: doubles height and width.
+
+    Padding k-1-p = 2 on the dilated input with a flipped kernel is the exact equivalent of
+    torch.nn.ConvTranspose2d(kernel_size=4, stride=2, padding=1).
+    """
+    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                            transpose_kernel=True, use_bias=use_bias, kernel_init=kernel_init,
+                            dtype=dtype, name=name)

@@ -1,0 +1,64 @@
+"""The Pix2Pix U-Net generator (`unet_256`, `unet_128`, any depth and width)."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from i2i_jax.models import layers
+
+
+class UNetGenerator(nn.Module):
+    """Encoder-decoder with skip connections, the reference's UnetGenerator.
+
+    Level i (0 = outermost) has a 4x4 stride-2 conv to `ngf * min(2**i, 8)` channels. Norm follows
+    every down-conv but the first and the innermost, and every up-conv but the outermost. Dropout
+    (0.5) follows the up-convs of the 512-wide levels between level 4 and the innermost, as in the
+    reference. A skip connection concatenates the LeakyReLU-activated encoder feature: the
+    reference's in-place LeakyReLU overwrites the tensor it later concatenates, and pretrained
+    reference weights expect that.
+    """
+
+    output_nc: int = 3
+    num_downs: int = 8
+    ngf: int = 64
+    norm: str = "batch"
+    use_dropout: bool = True
+    init_type: str = "normal"
+    init_gain: float = 0.02
+    stats_groups: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if self.num_downs < 2:
+            raise ValueError(f"a U-Net needs num_downs >= 2, got {self.num_downs}")
+        if x.shape[1] % 2**self.num_downs or x.shape[2] % 2**self.num_downs:
+            raise ValueError(f"U-Net with {self.num_downs} downsamplings needs height and width "
+                             f"divisible by {2 ** self.num_downs}; got {x.shape[1:3]}")
+        init = layers.weight_init(self.init_type, self.init_gain)
+        make_norm = layers.make_norm(self.norm, self.stats_groups, self.init_gain, self.dtype)
+        inner_bias = layers.conv_has_bias(self.norm)
+        widths = [self.ngf * min(2**i, 8) for i in range(self.num_downs)]
+        innermost = self.num_downs - 1
+
+        h = x.astype(self.dtype)
+        skips = []
+        for i, width in enumerate(widths):
+            if i > 0:
+                h = nn.leaky_relu(h, 0.2)
+                skips.append(h)
+            h = layers.conv(width, 4, 2, 1, inner_bias, init, self.dtype, f"down{i}")(h)
+            if 0 < i < innermost and make_norm:
+                h = make_norm()(h, use_running_average=not train)
+
+        for i in range(innermost, 0, -1):
+            h = layers.up_conv(widths[i - 1], inner_bias, init, self.dtype, f"up{i}")(nn.relu(h))
+            if make_norm:
+                h = make_norm()(h, use_running_average=not train)
+            if self.use_dropout and 4 <= i < innermost:
+                h = nn.Dropout(0.5, deterministic=not train)(h)
+            h = jnp.concatenate([skips[i - 1], h], axis=-1)
+
+        h = layers.up_conv(self.output_nc, True, init, self.dtype, "up0")(nn.relu(h))
+        return jnp.tanh(h).astype(jnp.float32)

@@ -1,0 +1,83 @@
+"""What a user sees: progress lines, TensorBoard scalars and images, PNG grids, a metrics file.
+
+Only process 0 writes; the others construct a `Reporter` that does nothing but keep time.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import logging
+
+log = logging.getLogger("i2i_jax")
+from PIL import Image
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def image_grid(rows: np.ndarray) -> np.ndarray:
+    """Stacks a batch of [H, W, 3] uint8 rows (each e.g. input | output | target) vertically."""
+    return np.concatenate(list(rows), axis=0)
+
+
+class Reporter:
+    def __init__(self, workdir: str, total_steps: int, is_writer: bool):
+        self.workdir = workdir
+        self.total_steps = total_steps
+        self.is_writer = is_writer
+        self._writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+                        if is_writer else None)
+        self._last_time, self._last_step = time.monotonic(), None
+
+    def progress(self, step: int, scalars: dict[str, float]) -> None:
+        """One line: step, losses, steps/s since the last line, and the time left at that rate."""
+        now = time.monotonic()
+        if self._last_step is not None and step > self._last_step:
+            rate = (step - self._last_step) / (now - self._last_time)
+            speed = f"{rate:.2f} steps/s, ETA {format_duration((self.total_steps - step) / rate)}"
+        else:
+            speed = "warming up (compiling)"
+        self._last_time, self._last_step = now, step
+        losses = " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items()) if k != "lr")
+        if self.is_writer:
+            log.info("step %d/%d  %s  lr=%.2e  %s", step, self.total_steps, losses,
+                         scalars.get("lr", float("nan")), speed)
+        self.scalars(step, scalars, prefix="train/")
+
+    def restart_clock(self, step: int) -> None:
+        """Excludes pauses (evaluation, checkpoints) from the next steps/s figure."""
+        self._last_time, self._last_step = time.monotonic(), step
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
+        if self._writer:
+            with self._writer.as_default():
+                for key, value in values.items():
+                    tf.summary.scalar(prefix + key, value, step=step)
+            self._writer.flush()
+
+    def evaluation(self, step: int, results: dict[str, float], grid: np.ndarray) -> None:
+        """Appends the results to eval_metrics.jsonl, logs them, writes the sample grid."""
+        if not self.is_writer:
+            return
+        record = {"step": step, **{k: float(v) for k, v in results.items()}}
+        with open(os.path.join(self.workdir, "eval_metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("eval at step %d: %s", step,
+                     " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+        self.scalars(step, results, prefix="eval/")
+        samples_dir = os.path.join(self.workdir, "samples")
+        os.makedirs(samples_dir, exist_ok=True)
+        Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:08d}.png"))
+        with self._writer.as_default():
+            tf.summary.image("samples/input_output_target", grid[None], step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer:
+            self._writer.close()

@@ -1,0 +1,99 @@
+"""Pix2Pix (Isola et al. 2017): conditional GAN with a U-Net G and a PatchGAN D on (input, output)."""
+
+import jax
+import jax.numpy as jnp
+
+from i2i_jax import losses, metrics, models, optim
+from i2i_jax.state import TrainState
+from i2i_jax.tasks.common import (apply_gradients, apply_net, init_net, to_model_range,
+                                  to_uint8)
+
+TEST_MODES = ("train_like", "eval")
+_DROPOUT, _EVAL_DROPOUT = 0, 1  # `TrainState.step_key` purposes.
+
+
+class Pix2Pix:
+    """Batches are dicts of uint8 images: `input` (the source domain) and `target`."""
+
+    def __init__(self, config, steps_per_epoch: int, stats_groups: int = 1):
+        if config.eval_mode not in TEST_MODES:
+            raise ValueError(f"eval_mode={config.eval_mode!r} is not one of {TEST_MODES}")
+        self.config = config
+        self.generator = models.build_generator(config, stats_groups)
+        self.discriminator = models.build_discriminator(config, stats_groups)
+        self.lr_schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+        self.tx = optim.adam(config, steps_per_epoch)
+
+    def init_state(self, seed: int) -> TrainState:
+        c = self.config
+        key = jax.random.PRNGKey(seed)
+        g_key, d_key = jax.random.split(jax.random.fold_in(key, 0x1417))
+        image = jnp.zeros((1, c.crop_size, c.crop_size, c.input_nc), jnp.float32)
+        pair = jnp.zeros((1, c.crop_size, c.crop_size, c.input_nc + c.output_nc), jnp.float32)
+        nets = {"G": init_net(self.generator, self.tx, g_key, image),
+                "D": init_net(self.discriminator, self.tx, d_key, pair)}
+        return TrainState(step=jnp.zeros((), jnp.int32), rng=key, nets=nets)
+
+    def _discriminate(self, params, batch_stats, real_a, b):
+        return apply_net(self.discriminator, params, batch_stats,
+                         jnp.concatenate([real_a, b], axis=-1), train=True)
+
+    def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
+        """One reference iteration: G forward once, D update, then G update against the new D."""
+        c = self.config
+        real_a, real_b = to_model_range(batch["input"]), to_model_range(batch["target"])
+        g, d = state.nets["G"], state.nets["D"]
+
+        def generate(params):
+            return apply_net(self.generator, params, g.batch_stats, real_a, train=True,
+                             dropout_key=state.step_key(_DROPOUT))
+
+        fake_b, generator_vjp, g_stats = jax.vjp(generate, g.params, has_aux=True)
+
+        def d_loss_fn(params):
+            fake_logits, stats = self._discriminate(params, d.batch_stats, real_a,
+                                                    jax.lax.stop_gradient(fake_b))
+            real_logits, stats = self._discriminate(params, stats, real_a, real_b)
+            loss_fake = losses.gan_loss(fake_logits, False, c.gan_mode)
+            loss_real = losses.gan_loss(real_logits, True, c.gan_mode)
+            return 0.5 * (loss_fake + loss_real), (stats, loss_real, loss_fake)
+
+        (_, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(
+            d_loss_fn, has_aux=True)(d.params)
+        new_d = apply_gradients(self.tx, d, d_grads, d_stats)
+
+        def g_loss_fn(fake):
+            logits, stats = self._discriminate(new_d.params, new_d.batch_stats, real_a, fake)
+            g_gan = losses.gan_loss(logits, True, c.gan_mode)
+            g_l1 = losses.l1_loss(fake, real_b)
+            return g_gan + c.lambda_L1 * g_l1, (stats, g_gan, g_l1)
+
+        (_, (d_stats, g_gan, g_l1)), fake_grad = jax.value_and_grad(
+            g_loss_fn, has_aux=True)(fake_b)
+        (g_grads,) = generator_vjp(fake_grad)
+        new_g = apply_gradients(self.tx, g, g_grads, g_stats)
+        new_d = new_d.replace(batch_stats=d_stats)
+
+        new_state = state.replace(step=state.step + 1, nets={"G": new_g, "D": new_d})
+        step_metrics = {"G_GAN": g_gan, "G_L1": g_l1, "D_real": d_real, "D_fake": d_fake,
+                        "lr": self.lr_schedule(state.step)}
+        return new_state, step_metrics
+
+    def translate(self, state: TrainState, inputs_uint8) -> jax.Array:
+        """The generator at test time, in `eval_mode`: `train_like` (the paper: dropout and batch
+        statistics, running statistics left untouched) or `eval` (running statistics, no dropout).
+        """
+        g = state.nets["G"]
+        train_like = self.config.eval_mode == "train_like"
+        outputs, _ = apply_net(self.generator, g.params, g.batch_stats,
+                               to_model_range(inputs_uint8), train=train_like,
+                               dropout_key=state.step_key(_EVAL_DROPOUT) if train_like else None)
+        return outputs
+
+    def eval_step(self, state: TrainState, batch) -> dict:
+        """Per-example L1/PSNR/SSIM of the translation, and the images for sample grids."""
+        fake = self.translate(state, batch["input"])
+        scores = metrics.image_metrics(fake, to_model_range(batch["target"]))
+        scores["images"] = jnp.concatenate(
+            [batch["input"][..., :3], to_uint8(fake)[..., :3], batch["target"][..., :3]], axis=2)
+        return scores

@@ -1,0 +1,110 @@
+"""`train_and_evaluate`: the training loop, periodic evaluation, sample grids and checkpoints."""
+
+import collections
+import os
+
+import jax
+import numpy as np
+import logging
+
+log = logging.getLogger("i2i_jax")
+from jax.experimental import multihost_utils
+
+from i2i_jax import optim, parallel, tasks
+from i2i_jax.checkpointing import Checkpointer
+from i2i_jax.data import pipeline, sources
+from i2i_jax.reporting import Reporter, image_grid
+
+
+def write_config(config, workdir: str) -> None:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+class Evaluator:
+    """Scores the generator on every example of the eval split and builds the sample grid."""
+
+    def __init__(self, task, source, config, mesh):
+        self.source, self.config, self.mesh = source, config, mesh
+        self.step_fn = jax.jit(task.eval_step,
+                               in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
+
+    def __call__(self, state) -> tuple[dict[str, float], np.ndarray]:
+        sums, count, samples = collections.defaultdict(float), 0.0, []
+        for host_batch, host_mask in pipeline.eval_batches(
+                self.source, self.config, self.config.eval_batch_size, jax.process_index(),
+                jax.process_count()):
+            outputs = self.step_fn(state, parallel.to_global(host_batch, self.mesh))
+            outputs, mask = multihost_utils.process_allgather((outputs, host_mask), tiled=True)
+            for key, values in outputs.items():
+                if key != "images":
+                    sums[key] += float(np.sum(values * mask))
+            count += float(mask.sum())
+            wanted = self.config.num_sample_images - sum(len(s) for s in samples)
+            samples.append(outputs["images"][mask > 0][:max(wanted, 0)])
+        return {k: v / count for k, v in sums.items()}, image_grid(np.concatenate(samples))
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+    """Trains `config.model` in `workdir`, resuming from its latest checkpoint if there is one.
+
+    Returns the last evaluation's results (empty if no evaluation ran).
+    """
+    pipeline.hide_accelerators_from_tensorflow()
+    os.makedirs(workdir, exist_ok=True)
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    is_writer = jax.process_index() == 0
+    if is_writer:
+        write_config(config, workdir)
+
+    train_source = sources.paired_source(config, config.data.train_split)
+    eval_source = sources.paired_source(config, config.data.eval_split)
+    log.info("train: %s; eval: %s", train_source.description, eval_source.description)
+    steps_per_epoch = max(1, train_source.num_examples // config.batch_size)
+    total_steps = optim.total_steps(config, steps_per_epoch)
+    task = tasks.build_task(config, steps_per_epoch, parallel.stats_groups(config, mesh))
+
+    state = parallel.init_replicated(task.init_state, config.seed, mesh)
+    checkpointer = Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+        state = restored
+        log.info("resumed from %s at step %d", checkpointer.manager.directory,
+                     int(state.step))
+    start_step = int(state.step)
+
+    train_step = parallel.jit_train_step(task.train_step, mesh)
+    evaluate = Evaluator(task, eval_source, config, mesh)
+    reporter = Reporter(workdir, total_steps, is_writer)
+    batches = pipeline.train_batches(train_source, config, config.batch_size, start_step,
+                                     jax.process_index(), jax.process_count())
+    log.info("training %s from step %d to %d (%d steps/epoch) on %d devices",
+                 config.model, start_step, total_steps, steps_per_epoch, mesh.size)
+
+    results = {}
+    if start_step == 0 and config.eval_every_steps > 0:
+        results, grid = evaluate(state)  # The untrained model: where learning starts from.
+        reporter.evaluation(0, results, grid)
+    pending = []
+    for step in range(start_step + 1, total_steps + 1):
+        state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
+        pending.append(step_metrics)
+        if step % config.log_every_steps == 0 or step == total_steps:
+            fetched = jax.device_get(pending)  # The loop's only host sync.
+            reporter.progress(step, {k: float(np.mean([m[k] for m in fetched]))
+                                     for k in fetched[0]})
+            pending = []
+        paused = False
+        if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0
+                                            or step == total_steps):
+            results, grid = evaluate(state)
+            reporter.evaluation(step, results, grid)
+            paused = True
+        paused |= checkpointer.maybe_save(step, state, force=step == total_steps)
+        if paused:
+            reporter.restart_clock(step)
+    checkpointer.close()
+    reporter.close()
+    return results

@@ -1,0 +1,53 @@
+"""The command-line tools as a user runs them: configs, overrides and the benchmark's JSON."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+from i2i_jax.config_defaults import pix2pix
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name):
+    """Loads a config file the way `--config=configs/<name>.py` does: as a file, not a module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_facades_config_is_the_papers_setup():
+    config = load_config("pix2pix_facades")
+    assert (config.netG, config.netD, config.norm, config.gan_mode) == (
+        "unet_256", "basic", "batch", "vanilla")
+    assert (config.batch_size, config.load_size, config.crop_size) == (1, 286, 256)
+    assert (config.lambda_L1, config.lr, config.beta1) == (100.0, 2e-4, 0.5)
+    assert (config.n_epochs, config.n_epochs_decay, config.direction) == (100, 100, "BtoA")
+    assert (config.data.source, config.data.name) == ("tfds", "facades")
+
+
+def test_every_config_has_the_loop_keys_and_the_defaults_keys():
+    expected = set(pix2pix().keys())
+    for name in ("pix2pix_facades", "pix2pix_synthetic"):
+        config = load_config(name)
+        assert set(config.keys()) == expected
+        for key in ("seed", "batch_size", "num_train_steps", "log_every_steps",
+                    "eval_every_steps", "checkpoint_every_steps"):
+            assert key in config
+
+
+def test_benchmark_prints_one_json_line_with_the_figures(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "i2i_jax.benchmark", "--config=configs/pix2pix_synthetic.py",
+         "--config.netG=unet_32", "--config.crop_size=32", "--config.ngf=8", "--config.ndf=8",
+         "--config.batch_size=2", "--steps=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("step_time_ms", "images_per_sec", "compile_s", "peak_rss_mb", "flops_per_step",
+                "devices"):
+        assert figures[key] > 0, key
+    assert figures["batch_size"] == 2
