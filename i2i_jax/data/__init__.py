@@ -1,0 +1,1 @@
+"""Input: dataset sources (synthetic, folder, TFDS) and the tf.data pipeline."""
