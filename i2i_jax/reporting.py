@@ -4,15 +4,15 @@ Only process 0 writes; the others construct a `Reporter` that does nothing but k
 """
 
 import json
+import logging
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
-import logging
+from PIL import Image
 
 log = logging.getLogger("i2i_jax")
-from PIL import Image
 
 
 def format_duration(seconds: float) -> str:

@@ -1,19 +1,19 @@
 """`train_and_evaluate`: the training loop, periodic evaluation, sample grids and checkpoints."""
 
 import collections
+import logging
 import os
 
 import jax
 import numpy as np
-import logging
-
-log = logging.getLogger("i2i_jax")
 from jax.experimental import multihost_utils
 
 from i2i_jax import optim, parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.data import pipeline, sources
 from i2i_jax.reporting import Reporter, image_grid
+
+log = logging.getLogger("i2i_jax")
 
 
 def write_config(config, workdir: str) -> None:
@@ -26,8 +26,8 @@ class Evaluator:
 
     def __init__(self, task, source, config, mesh):
         self.source, self.config, self.mesh = source, config, mesh
-        self.step_fn = jax.jit(task.eval_step,
-                               in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
+        self.step_fn = jax.jit(task.eval_step, in_shardings=(parallel.replicated(mesh),
+                                                             parallel.batch_sharded(mesh)))
 
     def __call__(self, state) -> tuple[dict[str, float], np.ndarray]:
         sums, count, samples = collections.defaultdict(float), 0.0, []

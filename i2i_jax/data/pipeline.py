@@ -7,7 +7,7 @@ step sees the batches an uninterrupted run would have seen.
 """
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -76,7 +76,7 @@ def _local_positions(first_step: int, global_batch: int, process_index: int,
 
 
 def example_index(position: tf.Tensor, num_examples: int, seed: int) -> tf.Tensor:
-    """Epoch `position // n` visits every example once, in a permutation drawn from (seed, epoch)."""
+    """Epoch `position // n` visits every example once, in an order drawn from (seed, epoch)."""
     epoch, offset = position // num_examples, position % num_examples
     return tf.random.experimental.index_shuffle(
         offset, seed=tf.stack([tf.cast(seed, tf.int64), epoch]),

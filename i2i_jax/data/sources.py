@@ -8,7 +8,7 @@ global batches whatever the number of processes).
 
 import dataclasses
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

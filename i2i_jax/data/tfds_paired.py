@@ -57,7 +57,7 @@ class I2iPairedConfig(tfds.core.BuilderConfig):
 
 
 class I2iPaired(tfds.core.GeneratorBasedBuilder):
-    """Paired translation datasets; features `image_a` and `image_b` are the halves of each image."""
+    """Paired translation datasets; `image_a` and `image_b` are the halves of each image."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}

@@ -4,7 +4,8 @@ Convolutions use explicit PyTorch-style padding so that output shapes and parame
 match the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix) exactly.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -125,3 +126,22 @@ def up_conv(features: int, use_bias: bool, kernel_init: Callable, dtype,
     return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
                             transpose_kernel=True, use_bias=use_bias, kernel_init=kernel_init,
                             dtype=dtype, name=name)
+
+
+class ConvNet(nn.Module):
+    """Options every network shares, and the helpers derived from them."""
+
+    norm: str = "batch"
+    init_type: str = "normal"
+    init_gain: float = 0.02
+    stats_groups: int = 1
+    dtype: Any = jnp.float32
+
+    def kernel_init(self) -> Callable:
+        return weight_init(self.init_type, self.init_gain)
+
+    def norm_factory(self) -> Callable[[], nn.Module] | None:
+        return make_norm(self.norm, self.stats_groups, self.init_gain, self.dtype)
+
+    def inner_conv_bias(self) -> bool:
+        return conv_has_bias(self.norm)

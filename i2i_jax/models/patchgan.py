@@ -1,14 +1,12 @@
 """PatchGAN discriminators: the 70x70 `basic` (n_layers=3), any `n_layers`, and `pixel`."""
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from i2i_jax.models import layers
 
 
-class NLayerDiscriminator(nn.Module):
+class NLayerDiscriminator(layers.ConvNet):
     """C64 - C128 - ... (stride 2) - C(stride 1) - conv to 1 channel; returns a map of logits.
 
     With n_layers=3 each output sees a 70x70 patch and a 256x256 input gives 30x30 logits.
@@ -16,17 +14,10 @@ class NLayerDiscriminator(nn.Module):
 
     ndf: int = 64
     n_layers: int = 3
-    norm: str = "batch"
-    init_type: str = "normal"
-    init_gain: float = 0.02
-    stats_groups: int = 1
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init = layers.weight_init(self.init_type, self.init_gain)
-        make_norm = layers.make_norm(self.norm, self.stats_groups, self.init_gain, self.dtype)
-        bias = layers.conv_has_bias(self.norm)
+        init, make_norm, bias = self.kernel_init(), self.norm_factory(), self.inner_conv_bias()
 
         h = layers.conv(self.ndf, 4, 2, 1, True, init, self.dtype, "conv0")(x.astype(self.dtype))
         h = nn.leaky_relu(h, 0.2)
@@ -41,21 +32,14 @@ class NLayerDiscriminator(nn.Module):
         return h.astype(jnp.float32)
 
 
-class PixelDiscriminator(nn.Module):
+class PixelDiscriminator(layers.ConvNet):
     """1x1 PatchGAN (PixelGAN): classifies every pixel independently."""
 
     ndf: int = 64
-    norm: str = "batch"
-    init_type: str = "normal"
-    init_gain: float = 0.02
-    stats_groups: int = 1
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init = layers.weight_init(self.init_type, self.init_gain)
-        make_norm = layers.make_norm(self.norm, self.stats_groups, self.init_gain, self.dtype)
-        bias = layers.conv_has_bias(self.norm)
+        init, make_norm, bias = self.kernel_init(), self.norm_factory(), self.inner_conv_bias()
         h = layers.conv(self.ndf, 1, 1, 0, True, init, self.dtype, "conv0")(x.astype(self.dtype))
         h = nn.leaky_relu(h, 0.2)
         h = layers.conv(2 * self.ndf, 1, 1, 0, bias, init, self.dtype, "conv1")(h)

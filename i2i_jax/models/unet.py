@@ -1,14 +1,12 @@
 """The Pix2Pix U-Net generator (`unet_256`, `unet_128`, any depth and width)."""
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from i2i_jax.models import layers
 
 
-class UNetGenerator(nn.Module):
+class UNetGenerator(layers.ConvNet):
     """Encoder-decoder with skip connections, the reference's UnetGenerator.
 
     Level i (0 = outermost) has a 4x4 stride-2 conv to `ngf * min(2**i, 8)` channels. Norm follows
@@ -22,12 +20,7 @@ class UNetGenerator(nn.Module):
     output_nc: int = 3
     num_downs: int = 8
     ngf: int = 64
-    norm: str = "batch"
     use_dropout: bool = True
-    init_type: str = "normal"
-    init_gain: float = 0.02
-    stats_groups: int = 1
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -36,9 +29,8 @@ class UNetGenerator(nn.Module):
         if x.shape[1] % 2**self.num_downs or x.shape[2] % 2**self.num_downs:
             raise ValueError(f"U-Net with {self.num_downs} downsamplings needs height and width "
                              f"divisible by {2 ** self.num_downs}; got {x.shape[1:3]}")
-        init = layers.weight_init(self.init_type, self.init_gain)
-        make_norm = layers.make_norm(self.norm, self.stats_groups, self.init_gain, self.dtype)
-        inner_bias = layers.conv_has_bias(self.norm)
+        init, make_norm = self.kernel_init(), self.norm_factory()
+        inner_bias = self.inner_conv_bias()
         widths = [self.ngf * min(2**i, 8) for i in range(self.num_downs)]
         innermost = self.num_downs - 1
 

@@ -1,12 +1,11 @@
-"""Pix2Pix (Isola et al. 2017): conditional GAN with a U-Net G and a PatchGAN D on (input, output)."""
+"""Pix2Pix (Isola et al. 2017): a conditional GAN, U-Net G and PatchGAN D on (input, output)."""
 
 import jax
 import jax.numpy as jnp
 
 from i2i_jax import losses, metrics, models, optim
 from i2i_jax.state import TrainState
-from i2i_jax.tasks.common import (apply_gradients, apply_net, init_net, to_model_range,
-                                  to_uint8)
+from i2i_jax.tasks.common import apply_gradients, apply_net, init_net, to_model_range, to_uint8
 
 TEST_MODES = ("train_like", "eval")
 _DROPOUT, _EVAL_DROPOUT = 0, 1  # `TrainState.step_key` purposes.
