@@ -31,9 +31,10 @@ def peak_rss_mb() -> float:
 
 
 def random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    shape = (config.batch_size, config.crop_size, config.crop_size)
-    return {"input": rng.integers(0, 256, shape + (config.input_nc,), dtype=np.uint8),
-            "target": rng.integers(0, 256, shape + (config.output_nc,), dtype=np.uint8)}
+    """This process's share of a global batch of random uint8 images."""
+    shape = (config.batch_size // jax.process_count(), config.crop_size, config.crop_size)
+    return {"A": rng.integers(0, 256, shape + (config.input_nc,), dtype=np.uint8),
+            "B": rng.integers(0, 256, shape + (config.output_nc,), dtype=np.uint8)}
 
 
 def benchmark_train_step(config, steps: int) -> dict:

@@ -16,9 +16,6 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                  enable_async_checkpointing=True))
 
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
     def restore_latest(self, template):
         """The latest checkpoint laid out like `template` (shapes, dtypes, shardings), or None."""
         step = self.manager.latest_step()

@@ -7,8 +7,8 @@ A reference command line translates key by key: `--netG unet_128 --lambda_L1 50`
 import ml_collections
 
 
-def pix2pix() -> ml_collections.ConfigDict:
-    """The paper's Pix2Pix on facades (labels -> photo), as the reference trains it."""
+def _common() -> ml_collections.ConfigDict:
+    """Keys every task has, set to Pix2Pix's values; the task functions below adjust them."""
     c = ml_collections.ConfigDict()
     c.model = "pix2pix"
     c.seed = 0
@@ -31,7 +31,7 @@ def pix2pix() -> ml_collections.ConfigDict:
 
     # Objective and optimizer.
     c.gan_mode = "vanilla"
-    c.lambda_L1 = 100.0
+    c.lambda_gp = 10.0  # Gradient-penalty weight, used with gan_mode=wgangp.
     c.lr = 2e-4
     c.beta1 = 0.5
     c.n_epochs = 100
@@ -66,4 +66,30 @@ def pix2pix() -> ml_collections.ConfigDict:
     c.eval_mode = "train_like"  # train_like (the paper) | eval (running stats, no dropout).
     c.eval_batch_size = 8
     c.num_sample_images = 8
+    return c
+
+
+def pix2pix() -> ml_collections.ConfigDict:
+    """The paper's Pix2Pix on facades (labels -> photo), as the reference trains it."""
+    c = _common()
+    c.lambda_L1 = 100.0
+    return c
+
+
+def cyclegan() -> ml_collections.ConfigDict:
+    """The paper's CycleGAN on horse2zebra, as the reference trains it (`--model cycle_gan`)."""
+    c = _common()
+    c.model = "cycle_gan"
+    c.netG = "resnet_9blocks"
+    c.norm = "instance"
+    c.no_dropout = True
+    c.gan_mode = "lsgan"
+    c.lambda_A = 10.0  # Cycle loss A -> B -> A.
+    c.lambda_B = 10.0  # Cycle loss B -> A -> B.
+    c.lambda_identity = 0.5  # Identity loss weight relative to lambda_A/B; 0 turns it off.
+    c.pool_size = 50  # Image history for the discriminators; 0 turns it off.
+    c.direction = "AtoB"
+    c.data.name = "horse2zebra"
+    c.data.train_split = "train"  # Domains are read from <split>A and <split>B.
+    c.data.eval_split = "test"
     return c

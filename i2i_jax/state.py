@@ -26,6 +26,7 @@ class TrainState:
     step: jax.Array
     rng: jax.Array
     nets: dict[str, NetState]
+    pools: dict[str, Any] = flax.struct.field(default_factory=dict)  # CycleGAN's image pools.
 
     def step_key(self, purpose: int) -> jax.Array:
         return jax.random.fold_in(jax.random.fold_in(self.rng, self.step), purpose)

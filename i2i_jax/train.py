@@ -1,6 +1,7 @@
 """`train_and_evaluate`: the training loop, periodic evaluation, sample grids and checkpoints."""
 
 import collections
+import functools
 import logging
 import os
 
@@ -22,27 +23,49 @@ def write_config(config, workdir: str) -> None:
 
 
 class Evaluator:
-    """Scores the generator on every example of the eval split and builds the sample grid."""
+    """Scores the generators on every example of the eval split(s) and builds the sample grid.
 
-    def __init__(self, task, source, config, mesh):
-        self.source, self.config, self.mesh = source, config, mesh
-        self.step_fn = jax.jit(task.eval_step, in_shardings=(parallel.replicated(mesh),
-                                                             parallel.batch_sharded(mesh)))
+    One pass per translation direction of the task (Pix2Pix: AtoB; CycleGAN: AtoB and BtoA),
+    each over the source of its inputs. Metrics are averaged over the examples that have them.
+    """
+
+    def __init__(self, task, eval_sources, config, mesh):
+        self.sources, self.config, self.mesh = eval_sources, config, mesh
+        self.step_fns = {d: jax.jit(functools.partial(task.eval_step, direction=d))
+                         for d in task.eval_directions}
 
     def __call__(self, state) -> tuple[dict[str, float], np.ndarray]:
-        sums, count, samples = collections.defaultdict(float), 0.0, []
-        for host_batch, host_mask in pipeline.eval_batches(
-                self.source, self.config, self.config.eval_batch_size, jax.process_index(),
-                jax.process_count()):
-            outputs = self.step_fn(state, parallel.to_global(host_batch, self.mesh))
-            outputs, mask = multihost_utils.process_allgather((outputs, host_mask), tiled=True)
-            for key, values in outputs.items():
-                if key != "images":
+        sums, counts = collections.defaultdict(float), collections.defaultdict(float)
+        grids = []
+        for direction, step_fn in self.step_fns.items():
+            samples = []
+            for host_batch, host_mask in pipeline.eval_batches(
+                    self.sources[direction], self.config, self.config.eval_batch_size,
+                    jax.process_index(), jax.process_count()):
+                outputs = step_fn(state, parallel.to_global(host_batch, self.mesh))
+                images = outputs.pop("images")
+                outputs, mask = multihost_utils.process_allgather((outputs, host_mask),
+                                                                  tiled=True)
+                for key, values in outputs.items():
                     sums[key] += float(np.sum(values * mask))
-            count += float(mask.sum())
-            wanted = self.config.num_sample_images - sum(len(s) for s in samples)
-            samples.append(outputs["images"][mask > 0][:max(wanted, 0)])
-        return {k: v / count for k, v in sums.items()}, image_grid(np.concatenate(samples))
+                    counts[key] += float(mask.sum())
+                wanted = self.config.num_sample_images - sum(len(s) for s in samples)
+                if wanted > 0:  # The same on every process, so the collectives match.
+                    kept = multihost_utils.process_allgather(images, tiled=True)[mask > 0]
+                    samples.append(kept[:wanted])
+            grids.append(image_grid(np.concatenate(samples)))
+        return {k: sums[k] / counts[k] for k in sums}, np.concatenate(grids, axis=0)
+
+
+def _sources_in_turn(config):
+    """Process 0 builds the sources first (preparing a TFDS dataset if needed) while the others
+    wait, so that several processes never write the same dataset files at once."""
+    if jax.process_index() == 0:
+        built = sources.train_sources(config), sources.eval_sources(config)
+    multihost_utils.sync_global_devices("i2i_jax: datasets prepared")
+    if jax.process_index() != 0:
+        built = sources.train_sources(config), sources.eval_sources(config)
+    return built
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
@@ -59,10 +82,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if is_writer:
         write_config(config, workdir)
 
-    train_source = sources.paired_source(config, config.data.train_split)
-    eval_source = sources.paired_source(config, config.data.eval_split)
-    log.info("train: %s; eval: %s", train_source.description, eval_source.description)
-    steps_per_epoch = max(1, train_source.num_examples // config.batch_size)
+    train_sources, eval_sources = _sources_in_turn(config)
+    for role, group in (("train", train_sources), ("eval", list(eval_sources.values()))):
+        log.info("%s data: %s", role, "; ".join(s.description for s in group))
+    # An epoch is a pass over the largest training stream (CycleGAN: the larger domain).
+    steps_per_epoch = max(1, max(s.num_examples for s in train_sources) // config.batch_size)
     total_steps = optim.total_steps(config, steps_per_epoch)
     task = tasks.build_task(config, steps_per_epoch, parallel.stats_groups(config, mesh))
 
@@ -71,14 +95,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     restored = checkpointer.restore_latest(state)
     if restored is not None:
         state = restored
-        log.info("resumed from %s at step %d", checkpointer.manager.directory,
-                     int(state.step))
+        log.info("resumed from %s at step %d", checkpointer.manager.directory, int(state.step))
     start_step = int(state.step)
 
     train_step = parallel.jit_train_step(task.train_step, mesh)
-    evaluate = Evaluator(task, eval_source, config, mesh)
+    evaluate = Evaluator(task, eval_sources, config, mesh)
     reporter = Reporter(workdir, total_steps, is_writer)
-    batches = pipeline.train_batches(train_source, config, config.batch_size, start_step,
+    batches = pipeline.train_batches(train_sources, config, config.batch_size, start_step,
                                      jax.process_index(), jax.process_count())
     log.info("training %s from step %d to %d (%d steps/epoch) on %d devices",
                  config.model, start_step, total_steps, steps_per_epoch, mesh.size)

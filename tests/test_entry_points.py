@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
-from i2i_jax.config_defaults import pix2pix
+import pytest
+
+from i2i_jax.config_defaults import cyclegan, pix2pix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,20 +31,34 @@ def test_facades_config_is_the_papers_setup():
     assert (config.data.source, config.data.name) == ("tfds", "facades")
 
 
-def test_every_config_has_the_loop_keys_and_the_defaults_keys():
-    expected = set(pix2pix().keys())
-    for name in ("pix2pix_facades", "pix2pix_synthetic"):
+def test_horse2zebra_config_is_the_papers_setup():
+    config = load_config("cyclegan_horse2zebra")
+    assert (config.model, config.netG, config.netD, config.norm, config.gan_mode) == (
+        "cycle_gan", "resnet_9blocks", "basic", "instance", "lsgan")
+    assert (config.lambda_A, config.lambda_B, config.lambda_identity, config.pool_size) == (
+        10.0, 10.0, 0.5, 50)
+    assert (config.batch_size, config.load_size, config.crop_size, config.no_dropout) == (
+        1, 286, 256, True)
+    assert (config.data.source, config.data.name) == ("tfds", "horse2zebra")
+
+
+def test_every_config_has_exactly_its_tasks_keys():
+    """Config files change values, never the set of keys (overrides of unknown keys fail)."""
+    defaults = {"pix2pix": pix2pix(), "cycle_gan": cyclegan()}
+    for name in ("pix2pix_facades", "pix2pix_synthetic", "cyclegan_horse2zebra",
+                 "cyclegan_synthetic"):
         config = load_config(name)
-        assert set(config.keys()) == expected
-        for key in ("seed", "batch_size", "num_train_steps", "log_every_steps",
-                    "eval_every_steps", "checkpoint_every_steps"):
-            assert key in config
+        assert set(config.keys()) == set(defaults[config.model].keys()), name
+    assert {"seed", "batch_size", "num_train_steps", "log_every_steps", "eval_every_steps",
+            "checkpoint_every_steps"} <= set(pix2pix().keys()) & set(cyclegan().keys())
 
 
-def test_benchmark_prints_one_json_line_with_the_figures(tmp_path):
+@pytest.mark.parametrize("config_file,netG", [("pix2pix_synthetic", "unet_32"),
+                                              ("cyclegan_synthetic", "resnet_2blocks")])
+def test_benchmark_prints_one_json_line_with_the_figures(config_file, netG):
     result = subprocess.run(
-        [sys.executable, "-m", "i2i_jax.benchmark", "--config=configs/pix2pix_synthetic.py",
-         "--config.netG=unet_32", "--config.crop_size=32", "--config.ngf=8", "--config.ndf=8",
+        [sys.executable, "-m", "i2i_jax.benchmark", f"--config=configs/{config_file}.py",
+         f"--config.netG={netG}", "--config.crop_size=32", "--config.ngf=8", "--config.ndf=8",
          "--config.batch_size=2", "--steps=2"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

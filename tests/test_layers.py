@@ -63,3 +63,14 @@ def test_instance_norm_normalises_each_image_and_channel_without_parameters():
     var = x.var(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(layer.apply(variables, x), (x - mean) / np.sqrt(var + EPS),
                                atol=1e-5)
+
+
+def test_grouped_batch_norm_running_variance_averages_the_groups_unbiased_variances():
+    x = np.random.default_rng(3).normal(0, 1, (6, 2, 2, 3)).astype(np.float32)
+    x[3:] *= 4
+    layer = BatchNorm(stats_groups=2)
+    variables = layer.init(jax.random.key(0), x, use_running_average=False)
+    _, updates = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    unbiased = [x[i:i + 3].astype(np.float64).var(axis=(0, 1, 2), ddof=1) for i in (0, 3)]
+    np.testing.assert_allclose(updates["batch_stats"]["var"], 0.9 + 0.1 * np.mean(unbiased, 0),
+                               rtol=1e-5)

@@ -11,12 +11,12 @@ def mean_image_baseline_psnr(config) -> float:
     train_source = sources.paired_source(config, "train")
     targets = []
     for batch, _ in pipeline.eval_batches(train_source, config, config.eval_batch_size):
-        targets.append(batch["target"].astype(np.float64) / 255)
+        targets.append(batch["B"].astype(np.float64) / 255)
     mean_target = np.concatenate(targets)[:train_source.num_examples].mean(axis=0)
     scores = []
     for batch, mask in pipeline.eval_batches(sources.paired_source(config, "test"), config,
                                              config.eval_batch_size):
-        mse = ((batch["target"] / 255 - mean_target) ** 2).mean(axis=(1, 2, 3))
+        mse = ((batch["B"] / 255 - mean_target) ** 2).mean(axis=(1, 2, 3))
         scores.extend((-10 * np.log10(mse))[mask > 0])
     return float(np.mean(scores))
 
@@ -33,5 +33,5 @@ def test_a_short_run_beats_the_mean_image_on_held_out_psnr(tiny_config, tmp_path
     tiny_config.log_every_steps = 50
     results = train.train_and_evaluate(tiny_config, str(tmp_path))
     baseline = mean_image_baseline_psnr(tiny_config)
-    # Measured: 15.26 dB against 14.33 dB (the full embedded default: 16.79 against 14.19).
+    # The README's full embedded run ends 2.8 dB above this baseline; a short one must beat it.
     assert results["psnr"] > baseline + 0.5, (results["psnr"], baseline)

@@ -77,7 +77,7 @@ def test_unknown_names_are_rejected_with_the_choices():
         models.build_discriminator(config)
 
 
-def _conv(x, kernel, stride, padding):
+def conv_nhwc(x, kernel, stride, padding):
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
@@ -87,7 +87,7 @@ def _torch_conv_transpose(x, kernel, bias):
     convolution it transposes, whose (HWIO) kernel is flax's `transpose_kernel` kernel."""
     batch, height, width, _ = x.shape
     y = jnp.zeros((batch, 2 * height, 2 * width, kernel.shape[2]))
-    _, pullback = jax.vjp(lambda y: _conv(y, kernel, 2, 1), y)
+    _, pullback = jax.vjp(lambda y: conv_nhwc(y, kernel, 2, 1), y)
     return pullback(x)[0] + bias
 
 
@@ -100,9 +100,9 @@ def test_two_level_unet_matches_a_hand_written_forward_pass():
     variables = generator.init(jax.random.key(2), x, train=False)
     p = jax.tree.map(lambda v: v * 10, variables["params"])  # Larger weights: clearer signal.
 
-    e0 = _conv(x, p["down0"]["kernel"], 2, 1) + p["down0"]["bias"]
+    e0 = conv_nhwc(x, p["down0"]["kernel"], 2, 1) + p["down0"]["bias"]
     a0 = jax.nn.leaky_relu(e0, 0.2)
-    e1 = _conv(a0, p["down1"]["kernel"], 2, 1) + p["down1"]["bias"]
+    e1 = conv_nhwc(a0, p["down1"]["kernel"], 2, 1) + p["down1"]["bias"]
     u1 = _torch_conv_transpose(jax.nn.relu(e1), p["up1"]["kernel"], p["up1"]["bias"])
     d1 = jnp.concatenate([a0, u1], axis=-1)
     expected = jnp.tanh(_torch_conv_transpose(jax.nn.relu(d1), p["up0"]["kernel"],

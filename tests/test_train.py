@@ -54,3 +54,18 @@ def test_a_run_writes_its_outputs_and_a_rerun_resumes(tiny_config, tmp_path):
     train.train_and_evaluate(tiny_config, workdir)
     assert read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))[-1]["step"] == 12
     assert int(latest_state(tiny_config, workdir).step) == 12
+
+
+def test_a_cyclegan_run_scores_both_directions(tiny_cycle_config, tmp_path):
+    workdir = str(tmp_path / "cycle")
+    results = train.train_and_evaluate(tiny_cycle_config, workdir)
+    expected = {"cycle_l1_A", "cycle_l1_B"} | {f"{metric}_{direction}" for metric in
+                                                ("l1", "psnr", "ssim")
+                                                for direction in ("AtoB", "BtoA")}
+    assert set(results) == expected
+    records = read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))
+    assert [r["step"] for r in records] == [0, 3, 6]
+    grid = np.asarray(Image.open(os.path.join(workdir, "samples", "step_00000006.png")))
+    assert grid.shape == (2 * 2 * 32, 3 * 32, 3)  # 2 samples per direction: real|fake|rec.
+    restored = latest_state(tiny_cycle_config, workdir)
+    assert int(restored.step) == 6 and int(restored.pools["fake_A"].count) == 3

@@ -7,12 +7,12 @@ step sees the batches an uninterrupted run would have seen.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from i2i_jax.data.sources import PairedSource
+from i2i_jax.data.sources import Source
 
 DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS = ("resize_and_crop", "crop", "none")
@@ -31,27 +31,41 @@ def resize(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
-def jitter(a: tf.Tensor, b: tf.Tensor, config, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The reference's `preprocess` and flip, with one crop window and one flip for A and B."""
-    if config.preprocess == "resize_and_crop":
-        a, b = resize(a, config.load_size), resize(b, config.load_size)
-    elif config.preprocess == "none":
-        return resize(a, config.crop_size), resize(b, config.crop_size)
-    channels_a = tf.shape(a)[-1]
-    pair = tf.concat([a, b], axis=-1)
+def jitter(images: dict[str, tf.Tensor], config, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The reference's `preprocess` and flip, with one crop window and one flip for all images
+    of an example (A and B of a pair)."""
+    size = config.load_size if config.preprocess == "resize_and_crop" else config.crop_size
+    if config.preprocess != "crop":
+        images = {k: resize(v, size) for k, v in images.items()}
+    keys = sorted(images)
+    stacked = tf.concat([images[k] for k in keys], axis=-1)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    pair = tf.image.stateless_random_crop(
-        pair, tf.stack([config.crop_size, config.crop_size, tf.shape(pair)[-1]]), crop_seed)
+    stacked = tf.image.stateless_random_crop(
+        stacked, tf.stack([config.crop_size, config.crop_size, tf.shape(stacked)[-1]]), crop_seed)
     if not config.no_flip:
-        pair = tf.image.stateless_random_flip_left_right(pair, flip_seed)
-    return pair[..., :channels_a], pair[..., channels_a:]
+        stacked = tf.image.stateless_random_flip_left_right(stacked, flip_seed)
+    sizes = [tf.shape(images[k])[-1] for k in keys]
+    return dict(zip(keys, tf.split(stacked, sizes, axis=-1), strict=True))
 
 
-def as_example(a: tf.Tensor, b: tf.Tensor, direction: str) -> dict[str, tf.Tensor]:
+def center_view(image: tf.Tensor, config) -> tf.Tensor:
+    """The deterministic counterpart of `jitter` for evaluation: the same scale as in training
+    (resize to load_size, or none with `crop`), then the central crop_size window."""
+    if config.preprocess == "resize_and_crop":
+        image = resize(image, config.load_size)
+    elif config.preprocess == "none":
+        return resize(image, config.crop_size)
+    top = (tf.shape(image)[0] - config.crop_size) // 2
+    left = (tf.shape(image)[1] - config.crop_size) // 2
+    return image[top:top + config.crop_size, left:left + config.crop_size]
+
+
+def orient(example: dict[str, tf.Tensor], direction: str) -> dict[str, tf.Tensor]:
+    """`BtoA` swaps the domains, so that tasks always translate A into B."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction={direction!r} is not one of {DIRECTIONS}")
-    source, target = (a, b) if direction == "AtoB" else (b, a)
-    return {"input": source, "target": target}
+    swap = {"A": "B", "B": "A"} if direction == "BtoA" else {"A": "A", "B": "B"}
+    return {swap.get(k, k): v for k, v in example.items()}
 
 
 def _thread_options(config) -> tf.data.Options:
@@ -75,46 +89,60 @@ def _local_positions(first_step: int, global_batch: int, process_index: int,
     return tf.data.Dataset.range(tf.int64.max).map(position)
 
 
-def example_index(position: tf.Tensor, num_examples: int, seed: int) -> tf.Tensor:
+def example_index(position: tf.Tensor, num_examples: int, seed: tf.Tensor) -> tf.Tensor:
     """Epoch `position // n` visits every example once, in an order drawn from (seed, epoch)."""
     epoch, offset = position // num_examples, position % num_examples
     return tf.random.experimental.index_shuffle(
-        offset, seed=tf.stack([tf.cast(seed, tf.int64), epoch]),
-        max_index=num_examples - 1)
+        offset, seed=tf.stack([seed, epoch]), max_index=num_examples - 1)
 
 
-def train_batches(source: PairedSource, config, global_batch: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
-    """Endless shuffled epochs of jittered pairs as numpy batches, this process's share of each
-    global batch from `start_step` on. The global batches do not depend on `process_count`."""
-    if config.preprocess not in PREPROCESS:
-        raise ValueError(f"preprocess={config.preprocess!r} is not one of {PREPROCESS}")
+def _jittered_stream(source: Source, config, stream_id: int, positions: tf.data.Dataset):
+    """One source's endless shuffled epochs; `stream_id` keeps sources independent."""
+    seed = tf.constant(config.seed * 1009 + stream_id, tf.int64)
 
     def prepare(position):
-        a, b = source.read(example_index(position, source.num_examples, config.seed))
-        seed = tf.stack([tf.cast(config.seed, tf.int64), position])
-        return as_example(*jitter(a, b, config, seed), config.direction)
+        images = source.read(example_index(position, source.num_examples, seed))
+        return jitter(images, config, tf.stack([seed, position]))
 
-    stream = _local_positions(start_step, global_batch, process_index, process_count)
-    stream = stream.map(prepare, num_parallel_calls=config.data.num_parallel_calls)
+    return positions.map(prepare, num_parallel_calls=config.data.num_parallel_calls)
+
+
+def train_batches(sources: Sequence[Source], config, global_batch: int, start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+    """Numpy batches of this process's share of each global batch, from `start_step` on.
+
+    Each source is an independently shuffled stream (one for Pix2Pix's pairs; one per domain
+    for CycleGAN); their examples are merged step by step. The global batches do not depend on
+    `process_count`.
+    """
+    if config.preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess={config.preprocess!r} is not one of {PREPROCESS}")
+    positions = _local_positions(start_step, global_batch, process_index, process_count)
+    streams = [_jittered_stream(s, config, k, positions) for k, s in enumerate(sources)]
+    stream = tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *examples: orient({k: v for e in examples for k, v in e.items()},
+                                 config.direction))
     stream = stream.batch(global_batch // process_count, drop_remainder=True).prefetch(2)
     return stream.with_options(_thread_options(config)).as_numpy_iterator()
 
 
-def eval_batches(source: PairedSource, config, global_batch: int, process_index: int = 0,
+def eval_batches(source: Source, config, global_batch: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[tuple[dict, np.ndarray]]:
-    """Every example of a split exactly once, resized to crop_size, as (batch, mask).
+    """Every example of a split exactly once, in its `center_view`, as (batch, mask).
 
     Global batch j holds examples [j * global_batch, (j + 1) * global_batch); past the end of the
     split, slots repeat the last example with mask 0. Every process yields the same number of
-    batches, so all of them run the same jitted step the same number of times.
+    batches, so all of them run the same jitted step the same number of times. Batches carry
+    each example's `index`, so per-example randomness does not depend on the batching.
     """
     num_batches = math.ceil(source.num_examples / global_batch)
 
     def prepare(position):
-        a, b = source.read(tf.minimum(position, source.num_examples - 1))
-        example = as_example(resize(a, config.crop_size), resize(b, config.crop_size),
-                             config.direction)
+        index = tf.minimum(position, source.num_examples - 1)
+        images = source.read(index)
+        example = orient({k: center_view(v, config) for k, v in images.items()},
+                         config.direction)
+        example["index"] = tf.cast(index, tf.int32)
         return example, tf.cast(position < source.num_examples, tf.float32)
 
     stream = _local_positions(0, global_batch, process_index, process_count)

@@ -1,105 +1,178 @@
-"""Paired datasets with random access: the embedded synthetic facades, local folders and TFDS.
+"""Datasets with random access: the embedded synthetic facades, local folders and TFDS.
 
-A source has a size and a `read(index)` that returns the (A, B) pair of uint8 images at that
-index, as tf ops. Random access lets the pipeline draw each epoch's order as a stateless
-permutation, so any position of the stream can be computed directly (exact resume, and the same
-global batches whatever the number of processes).
+A source has a size and a `read(index)` that returns the example at that index as a dict of
+uint8 images (tf ops): `{"A": a, "B": b}` for a pair, `{"A": a}` or `{"B": b}` for one domain of
+an unpaired dataset (plus the true counterpart where the dataset has one). Random access lets the
+pipeline draw each epoch's order as a stateless permutation, so any position of the stream can be
+computed directly: exact resume, and the same global batches whatever the number of processes.
 """
 
 import dataclasses
 import os
 from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from i2i_jax.data import synthetic
 
 SOURCES = ("synthetic", "folder", "tfds")
+DOMAINS = ("A", "B")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedSource:
+class Source:
     num_examples: int
-    read: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+    read: Callable[[tf.Tensor], dict[str, tf.Tensor]]
     description: str
 
 
-def split_side_by_side(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def split_side_by_side(image: tf.Tensor) -> dict[str, tf.Tensor]:
     """The reference's `aligned` layout: A is the left half of the image, B the right half."""
     half = tf.shape(image)[1] // 2
-    return image[:, :half], image[:, half:2 * half]
+    return {"A": image[:, :half], "B": image[:, half:2 * half]}
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
-def synthetic_source(config, split: str) -> PairedSource:
-    size = config.data.synthetic_train_size if split == "train" else config.data.synthetic_test_size
-    photos, labels = map(tf.constant, synthetic.render_split(split, size, config.load_size))
-    return PairedSource(
-        num_examples=size, read=lambda i: (tf.gather(photos, i), tf.gather(labels, i)),
-        description=f"synthetic facades, {split}: {size} pairs at {config.load_size}px")
+def in_memory_source(images: dict[str, np.ndarray], description: str) -> Source:
+    tensors = {k: tf.constant(v) for k, v in images.items()}
+    count = len(next(iter(images.values())))
+    return Source(num_examples=count,
+                  read=lambda i: {k: tf.gather(v, i) for k, v in tensors.items()},
+                  description=description)
+
+
+def _synthetic_size(config, split: str) -> int:
+    return (config.data.synthetic_train_size if split == "train"
+            else config.data.synthetic_test_size)
 
 
 def list_images(directory: str) -> list[str]:
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{directory} is not a directory")
     return sorted(os.path.join(directory, name) for name in os.listdir(directory)
                   if name.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def folder_source(config, split: str) -> PairedSource:
-    """A folder in the reference's layout: `<dataroot>/<split>/*.jpg`, each image A|B."""
-    root = config.data.dataroot
+def _image_folder(root: str, folder: str) -> list[str]:
+    """The images in `root/folder`, or an error naming what `root` holds instead."""
     if not root:
-        raise ValueError("data.source='folder' needs --config.data.dataroot=/path/to/dataset "
-                         "(a directory holding train/, val/ and test/ folders of A|B images)")
-    directory = os.path.join(root, split)
+        raise ValueError("data.source='folder' needs --config.data.dataroot=/path/to/dataset")
+    directory = os.path.join(root, folder)
     if not os.path.isdir(directory):
         present = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) \
             if os.path.isdir(root) else []
         raise FileNotFoundError(
-            f"split {split!r} not found: {directory} is not a directory (data.dataroot={root!r} "
+            f"split {folder!r} not found: {directory} is not a directory (data.dataroot={root!r} "
             f"has {present or 'no split folders'}); set data.train_split/data.eval_split to one "
             f"of them or fix data.dataroot")
     files = list_images(directory)
     if not files:
         raise FileNotFoundError(f"{directory} holds no images with extensions {IMAGE_EXTENSIONS}")
+    return files
+
+
+def _file_source(files: list[str], decode: Callable, description: str) -> Source:
     paths = tf.constant(files)
-    return PairedSource(
-        num_examples=len(files),
-        read=lambda i: split_side_by_side(decode_image(tf.io.read_file(tf.gather(paths, i)))),
-        description=f"folder {directory}: {len(files)} A|B images")
+    return Source(num_examples=len(files),
+                  read=lambda i: decode(decode_image(tf.io.read_file(tf.gather(paths, i)))),
+                  description=description)
 
 
-def tfds_source(config, split: str) -> PairedSource:
-    from i2i_jax.data import tfds_paired  # Imports TFDS only when asked for.
-    builder = tfds_paired.prepared_builder(config.data.name, config.data.data_dir or None,
-                                           config.data.manual_dir or None)
+# --- Paired datasets (Pix2Pix) ---------------------------------------------------------------
+
+def paired_source(config, split: str) -> Source:
+    """A split of a paired dataset: `synthetic` facades, an A|B `folder`, or TFDS."""
+    if config.data.source == "synthetic":
+        size = _synthetic_size(config, split)
+        photos, labels = synthetic.render_split(split, size, config.load_size)
+        return in_memory_source({"A": photos, "B": labels},
+                                f"synthetic facades {split}: {size} pairs at {config.load_size}px")
+    if config.data.source == "folder":
+        files = _image_folder(config.data.dataroot, split)
+        return _file_source(files, split_side_by_side,
+                            f"folder {config.data.dataroot}/{split}: {len(files)} A|B images")
+    if config.data.source == "tfds":
+        from i2i_jax.data import tfds_builders  # Imports TFDS only when asked for.
+        builder = tfds_builders.prepared_builder(tfds_builders.PAIRED, config.data.name,
+                                                 config.data.data_dir, config.data.manual_dir)
+        return _tfds_source(builder, split, {"A": "image_a", "B": "image_b"})
+    raise ValueError(f"data.source={config.data.source!r} is not one of {SOURCES}")
+
+
+# --- Unpaired datasets (CycleGAN) ------------------------------------------------------------
+
+def domain_source(config, split: str, domain: str) -> Source:
+    """One domain of an unpaired dataset: split `train` or `test` of domain `A` or `B`.
+
+    The reference's layout names the folders `trainA`, `trainB`, `testA`, `testB`. The synthetic
+    test domains come with their true counterpart (the same building at the other time of day),
+    so translations can be scored.
+    """
+    if domain not in DOMAINS:
+        raise ValueError(f"domain {domain!r} is not one of {DOMAINS}")
+    if config.data.source == "synthetic":
+        size = _synthetic_size(config, split)
+        styles = {"A": "day", "B": "night"}
+        if split == "train":
+            photos, _ = synthetic.render_split(split, size, config.load_size, styles[domain])
+            images = {domain: photos}
+        else:
+            images = {d: synthetic.render_split(split, size, config.load_size, s)[0]
+                      for d, s in styles.items()}
+        return in_memory_source(images, f"synthetic {styles[domain]} facades {split}{domain}: "
+                                        f"{size} at {config.load_size}px")
+    if config.data.source == "folder":
+        files = _image_folder(config.data.dataroot, split + domain)
+        return _file_source(files, lambda image: {domain: image},
+                            f"folder {config.data.dataroot}/{split}{domain}: {len(files)} images")
+    if config.data.source == "tfds":
+        from i2i_jax.data import tfds_builders
+        builder = tfds_builders.prepared_unpaired_builder(
+            config.data.name, config.data.data_dir, config.data.manual_dir)
+        return _tfds_source(builder, split + domain, {domain: "image"})
+    raise ValueError(f"data.source={config.data.source!r} is not one of {SOURCES}")
+
+
+def _tfds_source(builder, split: str, features: dict[str, str]) -> Source:
+    """Random access to a prepared TFDS split; images are decoded by tf.data, not by TFDS."""
+    import tensorflow_datasets as tfds
     available = builder.info.splits
     if split not in available:
-        raise ValueError(f"{config.data.name} has no split {split!r}; it has {sorted(available)}: "
-                         f"set data.train_split/data.eval_split to one of them")
-    examples = builder.as_data_source(split, decoders={
-        "image_a": tfds_paired.SKIP_DECODING, "image_b": tfds_paired.SKIP_DECODING})
+        raise ValueError(f"{builder.info.full_name} has no split {split!r}; it has "
+                         f"{sorted(available)}: set data.train_split/data.eval_split accordingly")
+    examples = builder.as_data_source(
+        split, decoders={name: tfds.decode.SkipDecoding() for name in features.values()})
+    keys, names = list(features), list(features.values())
 
     def read_encoded(index):
         example = examples[int(index)]
-        return example["image_a"], example["image_b"]
+        return tuple(example[name] for name in names)
 
     def read(index):
-        a, b = tf.numpy_function(read_encoded, [index], (tf.string, tf.string), stateful=False)
-        return decode_image(a), decode_image(b)
+        encoded = tf.nest.flatten(tf.numpy_function(
+            read_encoded, [index], [tf.string] * len(names), stateful=False))
+        return {k: decode_image(e) for k, e in zip(keys, encoded, strict=True)}
 
-    return PairedSource(
-        num_examples=len(examples), read=read,
-        description=f"TFDS {builder.info.full_name}, {split}: {len(examples)} pairs")
+    return Source(num_examples=len(examples), read=read,
+                  description=f"TFDS {builder.info.full_name} {split}: {len(examples)} examples")
 
 
-def paired_source(config, split: str) -> PairedSource:
-    makers = {"synthetic": synthetic_source, "folder": folder_source, "tfds": tfds_source}
-    if config.data.source not in makers:
-        raise ValueError(f"data.source={config.data.source!r} is not one of {SOURCES}")
-    return makers[config.data.source](config, split)
+# --- What each task reads ----------------------------------------------------------------------
+
+def train_sources(config) -> list[Source]:
+    """Pix2Pix reads one stream of pairs; CycleGAN one independently shuffled stream per domain."""
+    if config.model == "pix2pix":
+        return [paired_source(config, config.data.train_split)]
+    return [domain_source(config, config.data.train_split, domain) for domain in DOMAINS]
+
+
+def eval_sources(config) -> dict[str, Source]:
+    """For each translation direction (after `direction` is applied), the source of its inputs."""
+    if config.model == "pix2pix":
+        return {"AtoB": paired_source(config, config.data.eval_split)}
+    first, second = DOMAINS if config.direction == "AtoB" else DOMAINS[::-1]
+    return {"AtoB": domain_source(config, config.data.eval_split, first),
+            "BtoA": domain_source(config, config.data.eval_split, second)}

@@ -23,8 +23,11 @@ WALL_COLOURS = np.array([(205, 185, 150), (165, 85, 60), (150, 150, 150), (228, 
                          (215, 182, 110), (200, 150, 140)], dtype=np.float32)
 BLIND_COLOURS = np.array([(70, 115, 70), (125, 85, 50), (222, 222, 210)], dtype=np.float32)
 
-# Seeds of the test split start here, so train and test buildings never coincide.
+STYLES = ("day", "night")
+# Seeds of the test split start here, so train and test buildings never coincide; the unpaired
+# night-time training domain starts at its own offset, so it shares no building with trainA.
 TEST_SEED_OFFSET = 1_000_000
+NIGHT_TRAIN_SEED_OFFSET = 500_000
 
 
 class _Canvas:
@@ -45,8 +48,12 @@ class _Canvas:
         self.labels[max(y0, 0):min(y1, self.size), max(x0, 0):min(x1, self.size)] = _ID[cls]
 
 
-def _layout(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Draws the building's label map: floors of window bays over a ground floor of shops."""
+def _layout(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
+    """Draws the building's label map: floors of window bays over a ground floor of shops.
+
+    Also returns its wall material, which follows from its type (floors and bays), so that a
+    model can infer the colour from the structure, whatever the lighting.
+    """
     canvas = _Canvas(size)
     sky = rng.uniform(0.0, 0.12)
     canvas.rect(0, 0, sky, 1, "background")
@@ -88,7 +95,7 @@ def _layout(rng: np.random.Generator, size: int) -> np.ndarray:
         elif rng.random() < 0.7:
             canvas.rect(ground_top + 0.15 * ground, b * bay_w + 0.1 * bay_w, 0.75 * ground,
                         0.8 * bay_w, "shop")
-    return canvas.labels
+    return canvas.labels, (3 * n_floors + n_bays) % len(WALL_COLOURS)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -109,10 +116,25 @@ def _shadow_below(mask: np.ndarray, length: int) -> np.ndarray:
     return shadow & ~mask
 
 
-def _render_photo(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+def _night(photo: np.ndarray, is_: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The same building after dark: dim blue ambient light, lit windows, a dark sky."""
+    night = photo * 0.28 + np.array([8, 12, 30], np.float32)
+    glass = is_["window"] | is_["shop"]
+    warm = np.array([250, 200, 125], np.float32) * (0.75 + 0.25 * rows)[..., None]
+    night[glass] = np.broadcast_to(warm, photo.shape)[glass]
+    night[is_["blind"]] = photo[is_["blind"]] * 0.5 + np.array([110, 80, 40], np.float32)
+    sky = np.array([18, 22, 52], np.float32) + 30 * rows[..., None]
+    night[is_["background"]] = np.broadcast_to(sky, photo.shape)[is_["background"]]
+    return night
+
+
+def _render_photo(rng: np.random.Generator, labels: np.ndarray, material: int,
+                  style: str) -> np.ndarray:
+    """Renders the labels; every random draw is made whatever the style, so the day and night
+    photos of one seed show the same building in the same colours."""
     size = labels.shape[0]
     is_ = {name: labels == i for i, name in enumerate(CLASSES)}
-    wall = WALL_COLOURS[rng.integers(len(WALL_COLOURS))] + rng.uniform(-12, 12, 3)
+    wall = WALL_COLOURS[material] + rng.uniform(-12, 12, 3)
     colours = np.zeros((len(CLASSES), 3), np.float32)
     colours[_ID["facade"]] = wall
     colours[_ID["molding"]] = wall * 1.1
@@ -142,6 +164,8 @@ def _render_photo(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     overhang = is_["cornice"] | is_["sill"] | is_["balcony"] | is_["deco"]
     photo[_shadow_below(overhang, max(1, size // 60))] *= 0.68
     photo[_shadow_below(glass, max(1, size // 120)) & ~overhang] *= 0.85
+    if style == "night":
+        photo = _night(photo, is_, rows * np.ones_like(cols))
 
     light = 1 + rng.uniform(-0.3, 0.3) * (cols - 0.5) + rng.uniform(-0.1, 0.1) * (rows - 0.5)
     weathering = 1 + 0.07 * _smooth_noise(rng, size, 6)
@@ -150,20 +174,30 @@ def _render_photo(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     return np.clip(np.round(photo), 0, 255).astype(np.uint8)
 
 
-def render_facade(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One building as (photo, label map), both uint8 [size, size, 3]; a pure function of seed."""
+def render_facade(seed: int, size: int, style: str = "day") -> tuple[np.ndarray, np.ndarray]:
+    """One building as (photo, label map), both uint8 [size, size, 3]; a pure function of seed.
+
+    `style` is `day` or `night`: the same seed gives the same building at either time.
+    """
+    if style not in STYLES:
+        raise ValueError(f"style={style!r} is not one of {STYLES}")
     rng = np.random.default_rng(seed)
-    labels = _layout(rng, size)
-    return _render_photo(rng, labels), PALETTE[labels]
+    labels, material = _layout(rng, size)
+    return _render_photo(rng, labels, material, style), PALETTE[labels]
 
 
-def split_seeds(split: str, num_examples: int) -> range:
-    """Disjoint seeds: `train` from 0, every other split from TEST_SEED_OFFSET."""
-    start = 0 if split == "train" else TEST_SEED_OFFSET
+def split_seeds(split: str, num_examples: int, style: str = "day") -> range:
+    """Disjoint seeds: `train` from 0 (night-time train from NIGHT_TRAIN_SEED_OFFSET), every
+    other split from TEST_SEED_OFFSET, whatever the style (test buildings have counterparts)."""
+    if split != "train":
+        start = TEST_SEED_OFFSET
+    else:
+        start = NIGHT_TRAIN_SEED_OFFSET if style == "night" else 0
     return range(start, start + num_examples)
 
 
-def render_split(split: str, num_examples: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_split(split: str, num_examples: int, size: int,
+                 style: str = "day") -> tuple[np.ndarray, np.ndarray]:
     """All buildings of a split as (photos, label maps), uint8 [N, size, size, 3] each."""
-    pairs = [render_facade(seed, size) for seed in split_seeds(split, num_examples)]
+    pairs = [render_facade(seed, size, style) for seed in split_seeds(split, num_examples, style)]
     return np.stack([p for p, _ in pairs]), np.stack([lab for _, lab in pairs])

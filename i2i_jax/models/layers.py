@@ -31,10 +31,10 @@ def weight_init(init_type: str, gain: float) -> Callable:
 
 
 def conv_has_bias(norm: str) -> bool:
-    """Inner convs skip the bias only when batch norm follows (its shift makes a bias redundant).
-
-    The reference also drops it for norm `none`; that is a quirk we do not copy.
-    """
+    """The reference's `use_bias` for every conv that is not an always-biased outer one: off
+    with batch norm (whose shift makes a bias redundant), including the U-Net's first and
+    innermost down-convs that no norm follows. The reference also drops it for norm `none`;
+    that quirk is not copied."""
     return norm != "batch"
 
 
@@ -124,6 +124,15 @@ def up_conv(features: int, use_bias: bool, kernel_init: Callable, dtype,
     torch.nn.ConvTranspose2d(kernel_size=4, stride=2, padding=1).
     """
     return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                            transpose_kernel=True, use_bias=use_bias, kernel_init=kernel_init,
+                            dtype=dtype, name=name)
+
+
+def up_conv3(features: int, use_bias: bool, kernel_init: Callable, dtype,
+             name: str) -> nn.ConvTranspose:
+    """A 3x3, stride-2 transposed convolution with padding 1 and output padding 1 (CycleGAN's
+    upsampling): on the dilated input that is padding 1 before and 2 after."""
+    return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
                             transpose_kernel=True, use_bias=use_bias, kernel_init=kernel_init,
                             dtype=dtype, name=name)
 

@@ -4,7 +4,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from i2i_jax import losses
 from i2i_jax.state import NetState
+
+TEST_MODES = ("train_like", "eval")
 
 
 def to_model_range(images_uint8: jax.Array) -> jax.Array:
@@ -42,3 +45,43 @@ def apply_gradients(tx: optax.GradientTransformation, net: NetState, grads,
     updates, opt_state = tx.update(grads, net.opt_state, net.params)
     return NetState(params=optax.apply_updates(net.params, updates), batch_stats=batch_stats,
                     opt_state=opt_state)
+
+
+def translate(module, net: NetState, images: jax.Array, eval_mode: str, key: jax.Array,
+              example_ids: jax.Array) -> jax.Array:
+    """A generator at test time, in one of two explicit modes.
+
+    `train_like` is the paper's (and the reference's test.py without --eval): dropout on and
+    batch statistics, taken per image as the reference's test batch of 1 does, so an image's
+    output does not depend on what else is in the batch; dropout masks derive from `key` and
+    the example's id. `eval` uses running statistics and no dropout.
+    """
+    if eval_mode == "eval":
+        return apply_net(module, net.params, net.batch_stats, images, train=False)[0]
+    if eval_mode != "train_like":
+        raise ValueError(f"eval_mode={eval_mode!r} is not one of {TEST_MODES}")
+
+    def one_image(image, example_id):
+        output, _ = apply_net(module, net.params, net.batch_stats, image[None], train=True,
+                              dropout_key=jax.random.fold_in(key, example_id))
+        return output[0]
+
+    return jax.vmap(one_image)(images, example_ids)
+
+
+def discriminator_loss(discriminate, batch_stats, real, fake, config, gp_key, fake_first: bool):
+    """The reference's D objective: 1/2 [GAN(D(real), real) + GAN(D(fake), fake)], plus the
+    gradient penalty for `wgangp`. `discriminate(stats, images) -> (logits, stats)` closes over
+    the parameters being differentiated; the order of the two passes only matters for batch
+    norm's running statistics (Pix2Pix runs the fake first, CycleGAN the real)."""
+    passes = {}
+    stats = batch_stats
+    for name, images in (("fake", fake), ("real", real)) if fake_first else (
+            ("real", real), ("fake", fake)):
+        logits, stats = discriminate(stats, images)
+        passes[name] = losses.gan_loss(logits, name == "real", config.gan_mode)
+    total = 0.5 * (passes["real"] + passes["fake"])
+    if config.gan_mode == "wgangp":
+        total += losses.gradient_penalty(lambda x: discriminate(stats, x)[0], real, fake,
+                                         gp_key, config.lambda_gp)
+    return total, (stats, passes["real"], passes["fake"])

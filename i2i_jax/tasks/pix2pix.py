@@ -5,18 +5,25 @@ import jax.numpy as jnp
 
 from i2i_jax import losses, metrics, models, optim
 from i2i_jax.state import TrainState
-from i2i_jax.tasks.common import apply_gradients, apply_net, init_net, to_model_range, to_uint8
+from i2i_jax.tasks.common import (
+    apply_gradients,
+    apply_net,
+    discriminator_loss,
+    init_net,
+    to_model_range,
+    to_uint8,
+    translate,
+)
 
-TEST_MODES = ("train_like", "eval")
-_DROPOUT, _EVAL_DROPOUT = 0, 1  # `TrainState.step_key` purposes.
+_DROPOUT, _EVAL_DROPOUT, _GRADIENT_PENALTY = 0, 1, 2  # `TrainState.step_key` purposes.
 
 
 class Pix2Pix:
-    """Batches are dicts of uint8 images: `input` (the source domain) and `target`."""
+    """Batches are dicts of uint8 images: `A` (the input) and `B` (the target)."""
+
+    eval_directions = ("AtoB",)
 
     def __init__(self, config, steps_per_epoch: int, stats_groups: int = 1):
-        if config.eval_mode not in TEST_MODES:
-            raise ValueError(f"eval_mode={config.eval_mode!r} is not one of {TEST_MODES}")
         self.config = config
         self.generator = models.build_generator(config, stats_groups)
         self.discriminator = models.build_discriminator(config, stats_groups)
@@ -33,14 +40,17 @@ class Pix2Pix:
                 "D": init_net(self.discriminator, self.tx, d_key, pair)}
         return TrainState(step=jnp.zeros((), jnp.int32), rng=key, nets=nets)
 
-    def _discriminate(self, params, batch_stats, real_a, b):
-        return apply_net(self.discriminator, params, batch_stats,
-                         jnp.concatenate([real_a, b], axis=-1), train=True)
+    def _discriminator(self, params, real_a):
+        """D(a, b) on the input and a candidate output, stacked on channels."""
+        def discriminate(batch_stats, b):
+            return apply_net(self.discriminator, params, batch_stats,
+                             jnp.concatenate([real_a, b], axis=-1), train=True)
+        return discriminate
 
     def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
         """One reference iteration: G forward once, D update, then G update against the new D."""
         c = self.config
-        real_a, real_b = to_model_range(batch["input"]), to_model_range(batch["target"])
+        real_a, real_b = to_model_range(batch["A"]), to_model_range(batch["B"])
         g, d = state.nets["G"], state.nets["D"]
 
         def generate(params):
@@ -50,19 +60,16 @@ class Pix2Pix:
         fake_b, generator_vjp, g_stats = jax.vjp(generate, g.params, has_aux=True)
 
         def d_loss_fn(params):
-            fake_logits, stats = self._discriminate(params, d.batch_stats, real_a,
-                                                    jax.lax.stop_gradient(fake_b))
-            real_logits, stats = self._discriminate(params, stats, real_a, real_b)
-            loss_fake = losses.gan_loss(fake_logits, False, c.gan_mode)
-            loss_real = losses.gan_loss(real_logits, True, c.gan_mode)
-            return 0.5 * (loss_fake + loss_real), (stats, loss_real, loss_fake)
+            return discriminator_loss(self._discriminator(params, real_a), d.batch_stats,
+                                      real_b, jax.lax.stop_gradient(fake_b), c,
+                                      state.step_key(_GRADIENT_PENALTY), fake_first=True)
 
         (_, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(
             d_loss_fn, has_aux=True)(d.params)
         new_d = apply_gradients(self.tx, d, d_grads, d_stats)
 
         def g_loss_fn(fake):
-            logits, stats = self._discriminate(new_d.params, new_d.batch_stats, real_a, fake)
+            logits, stats = self._discriminator(new_d.params, real_a)(new_d.batch_stats, fake)
             g_gan = losses.gan_loss(logits, True, c.gan_mode)
             g_l1 = losses.l1_loss(fake, real_b)
             return g_gan + c.lambda_L1 * g_l1, (stats, g_gan, g_l1)
@@ -78,21 +85,12 @@ class Pix2Pix:
                         "lr": self.lr_schedule(state.step)}
         return new_state, step_metrics
 
-    def translate(self, state: TrainState, inputs_uint8) -> jax.Array:
-        """The generator at test time, in `eval_mode`: `train_like` (the paper: dropout and batch
-        statistics, running statistics left untouched) or `eval` (running statistics, no dropout).
-        """
-        g = state.nets["G"]
-        train_like = self.config.eval_mode == "train_like"
-        outputs, _ = apply_net(self.generator, g.params, g.batch_stats,
-                               to_model_range(inputs_uint8), train=train_like,
-                               dropout_key=state.step_key(_EVAL_DROPOUT) if train_like else None)
-        return outputs
-
-    def eval_step(self, state: TrainState, batch) -> dict:
-        """Per-example L1/PSNR/SSIM of the translation, and the images for sample grids."""
-        fake = self.translate(state, batch["input"])
-        scores = metrics.image_metrics(fake, to_model_range(batch["target"]))
+    def eval_step(self, state: TrainState, batch, direction: str = "AtoB") -> dict:
+        """Per-example L1/PSNR/SSIM of the translation, and input | output | target images."""
+        del direction  # Pix2Pix translates A into B only.
+        fake = translate(self.generator, state.nets["G"], to_model_range(batch["A"]),
+                         self.config.eval_mode, state.step_key(_EVAL_DROPOUT), batch["index"])
+        scores = metrics.image_metrics(fake, to_model_range(batch["B"]))
         scores["images"] = jnp.concatenate(
-            [batch["input"][..., :3], to_uint8(fake)[..., :3], batch["target"][..., :3]], axis=2)
+            [batch["A"][..., :3], to_uint8(fake)[..., :3], batch["B"][..., :3]], axis=2)
         return scores

@@ -1,0 +1,73 @@
+"""The CycleGAN ResNet generator (`resnet_9blocks`, `resnet_6blocks`, any block count)."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from i2i_jax.models import layers
+
+
+def reflect_pad(x, pad: int):
+    """Reflection padding of height and width (torch.nn.ReflectionPad2d)."""
+    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+class ResnetBlock(layers.ConvNet):
+    """Two reflection-padded 3x3 convs with norm; the block's input is **added** to its output."""
+
+    use_dropout: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        init, make_norm, bias = self.kernel_init(), self.norm_factory(), self.inner_conv_bias()
+        width = x.shape[-1]
+        h = layers.conv(width, 3, 1, 0, bias, init, self.dtype, "conv1")(reflect_pad(x, 1))
+        if make_norm:
+            h = make_norm()(h, use_running_average=not train)
+        h = nn.relu(h)
+        if self.use_dropout:
+            h = nn.Dropout(0.5, deterministic=not train)(h)
+        h = layers.conv(width, 3, 1, 0, bias, init, self.dtype, "conv2")(reflect_pad(h, 1))
+        if make_norm:
+            h = make_norm()(h, use_running_average=not train)
+        return x + h
+
+
+class ResnetGenerator(layers.ConvNet):
+    """c7s1-ngf, d(2 ngf), d(4 ngf), n_blocks x R(4 ngf), u(2 ngf), u(ngf), c7s1-output_nc, tanh.
+
+    Reflection padding around the 7x7 and 3x3 convs; stride-2 3x3 convs down; 3x3 transposed
+    convs (stride 2, padding 1, output padding 1) up; no norm after the last conv.
+    """
+
+    output_nc: int = 3
+    ngf: int = 64
+    n_blocks: int = 9
+    use_dropout: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if x.shape[1] % 4 or x.shape[2] % 4:
+            raise ValueError(f"the ResNet generator needs height and width divisible by 4; "
+                             f"got {x.shape[1:3]}")
+        init, make_norm, bias = self.kernel_init(), self.norm_factory(), self.inner_conv_bias()
+
+        def norm_relu(h):
+            if make_norm:
+                h = make_norm()(h, use_running_average=not train)
+            return nn.relu(h)
+
+        h = x.astype(self.dtype)
+        h = norm_relu(layers.conv(self.ngf, 7, 1, 0, bias, init, self.dtype, "in")(
+            reflect_pad(h, 3)))
+        for i in range(2):
+            h = norm_relu(layers.conv(self.ngf * 2 ** (i + 1), 3, 2, 1, bias, init, self.dtype,
+                                      f"downsample{i}")(h))
+        for i in range(self.n_blocks):
+            h = ResnetBlock(norm=self.norm, init_type=self.init_type, init_gain=self.init_gain,
+                            stats_groups=self.stats_groups, dtype=self.dtype,
+                            use_dropout=self.use_dropout, name=f"block{i}")(h, train)
+        for i in range(2):
+            h = norm_relu(layers.up_conv3(self.ngf * 2 ** (1 - i), bias, init, self.dtype,
+                                          f"upsample{i}")(h))
+        h = layers.conv(self.output_nc, 7, 1, 0, True, init, self.dtype, "out")(reflect_pad(h, 3))
+        return jnp.tanh(h).astype(jnp.float32)
