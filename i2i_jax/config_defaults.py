@@ -53,7 +53,6 @@ def _common() -> ml_collections.ConfigDict:
     c.data.manual_dir = ""  # source=tfds: where to find the downloaded archive when offline.
     c.data.train_split = "train"
     c.data.eval_split = "test"
-    c.data.shuffle_buffer = 10_000
     c.data.num_parallel_calls = 2
     c.data.synthetic_train_size = 400
     c.data.synthetic_test_size = 100
