@@ -4,10 +4,26 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from i2i_jax import losses
+from i2i_jax import losses, models, optim
 from i2i_jax.state import NetState
 
 TEST_MODES = ("train_like", "eval")
+
+
+class GanTask:
+    """What every task builds from its config: the networks, the optimizer and its schedule."""
+
+    def __init__(self, config, steps_per_epoch: int, stats_groups: int = 1):
+        self.config = config
+        self.generator = models.build_generator(config, stats_groups)
+        self.discriminator = models.build_discriminator(config, stats_groups)
+        self.lr_schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+        self.tx = optim.adam(config, steps_per_epoch)
+
+
+def sample_row(*images: jax.Array) -> jax.Array:
+    """uint8 images side by side (e.g. input | output | target), their first 3 channels."""
+    return jnp.concatenate([image[..., :3] for image in images], axis=2)
 
 
 def to_model_range(images_uint8: jax.Array) -> jax.Array:

@@ -7,13 +7,15 @@ G_A's fakes), D_B judges domain A, as in the reference.
 import jax
 import jax.numpy as jnp
 
-from i2i_jax import image_pool, losses, metrics, models, optim
+from i2i_jax import image_pool, losses, metrics
 from i2i_jax.state import TrainState
 from i2i_jax.tasks.common import (
+    GanTask,
     apply_gradients,
     apply_net,
     discriminator_loss,
     init_net,
+    sample_row,
     to_model_range,
     to_uint8,
     translate,
@@ -24,19 +26,15 @@ _DROPOUT_A, _DROPOUT_B, _POOL_A, _POOL_B, _GP_A, _GP_B, _EVAL_DROPOUT = range(7)
 _GENERATOR_OF = {"AtoB": ("A", "B", "G_A", "G_B"), "BtoA": ("B", "A", "G_B", "G_A")}
 
 
-class CycleGAN:
+class CycleGAN(GanTask):
     """Batches are dicts of uint8 images: `A` and `B`, drawn independently from each domain."""
 
     eval_directions = ("AtoB", "BtoA")
 
     def __init__(self, config, steps_per_epoch: int, stats_groups: int = 1):
-        self.config = config
-        self.generator = models.build_generator(config, stats_groups)
+        super().__init__(config, steps_per_epoch, stats_groups)
         # G_B maps B (output_nc channels) back to A (input_nc channels).
         self.generator_b = self.generator.clone(output_nc=config.input_nc)
-        self.discriminator = models.build_discriminator(config, stats_groups)
-        self.lr_schedule = optim.learning_rate_schedule(config, steps_per_epoch)
-        self.tx = optim.adam(config, steps_per_epoch)
 
     def _module(self, name: str):
         return {"G_A": self.generator, "G_B": self.generator_b}.get(name, self.discriminator)
@@ -139,6 +137,5 @@ class CycleGAN:
         if target in batch:
             scores.update({f"{k}_{direction}": v for k, v in
                            metrics.image_metrics(fake, to_model_range(batch[target])).items()})
-        scores["images"] = jnp.concatenate(
-            [batch[source][..., :3], to_uint8(fake)[..., :3], to_uint8(rec)[..., :3]], axis=2)
+        scores["images"] = sample_row(batch[source], to_uint8(fake), to_uint8(rec))
         return scores

@@ -3,13 +3,15 @@
 import jax
 import jax.numpy as jnp
 
-from i2i_jax import losses, metrics, models, optim
+from i2i_jax import losses, metrics
 from i2i_jax.state import TrainState
 from i2i_jax.tasks.common import (
+    GanTask,
     apply_gradients,
     apply_net,
     discriminator_loss,
     init_net,
+    sample_row,
     to_model_range,
     to_uint8,
     translate,
@@ -18,17 +20,10 @@ from i2i_jax.tasks.common import (
 _DROPOUT, _EVAL_DROPOUT, _GRADIENT_PENALTY = 0, 1, 2  # `TrainState.step_key` purposes.
 
 
-class Pix2Pix:
+class Pix2Pix(GanTask):
     """Batches are dicts of uint8 images: `A` (the input) and `B` (the target)."""
 
     eval_directions = ("AtoB",)
-
-    def __init__(self, config, steps_per_epoch: int, stats_groups: int = 1):
-        self.config = config
-        self.generator = models.build_generator(config, stats_groups)
-        self.discriminator = models.build_discriminator(config, stats_groups)
-        self.lr_schedule = optim.learning_rate_schedule(config, steps_per_epoch)
-        self.tx = optim.adam(config, steps_per_epoch)
 
     def init_state(self, seed: int) -> TrainState:
         c = self.config
@@ -91,6 +86,5 @@ class Pix2Pix:
         fake = translate(self.generator, state.nets["G"], to_model_range(batch["A"]),
                          self.config.eval_mode, state.step_key(_EVAL_DROPOUT), batch["index"])
         scores = metrics.image_metrics(fake, to_model_range(batch["B"]))
-        scores["images"] = jnp.concatenate(
-            [batch["A"][..., :3], to_uint8(fake)[..., :3], batch["B"][..., :3]], axis=2)
+        scores["images"] = sample_row(batch["A"], to_uint8(fake), batch["B"])
         return scores
