@@ -149,8 +149,11 @@ class ConvNet(nn.Module):
     def kernel_init(self) -> Callable:
         return weight_init(self.init_type, self.init_gain)
 
-    def norm_factory(self) -> Callable[[], nn.Module] | None:
-        return make_norm(self.norm, self.stats_groups, self.init_gain, self.dtype)
+    def normalize(self, x, train: bool):
+        """A fresh layer of the configured norm applied to `x` (`x` itself for norm `none`).
+        Called from a compact `__call__`, so the layer belongs to the calling network."""
+        new_norm = make_norm(self.norm, self.stats_groups, self.init_gain, self.dtype)
+        return new_norm()(x, use_running_average=not train) if new_norm else x
 
     def inner_conv_bias(self) -> bool:
         return conv_has_bias(self.norm)

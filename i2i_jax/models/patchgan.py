@@ -17,7 +17,7 @@ class NLayerDiscriminator(layers.ConvNet):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init, make_norm, bias = self.kernel_init(), self.norm_factory(), self.inner_conv_bias()
+        init, bias = self.kernel_init(), self.inner_conv_bias()
 
         h = layers.conv(self.ndf, 4, 2, 1, True, init, self.dtype, "conv0")(x.astype(self.dtype))
         h = nn.leaky_relu(h, 0.2)
@@ -25,8 +25,7 @@ class NLayerDiscriminator(layers.ConvNet):
             stride = 2 if n < self.n_layers else 1
             width = self.ndf * min(2**n, 8)
             h = layers.conv(width, 4, stride, 1, bias, init, self.dtype, f"conv{n}")(h)
-            if make_norm:
-                h = make_norm()(h, use_running_average=not train)
+            h = self.normalize(h, train)
             h = nn.leaky_relu(h, 0.2)
         h = layers.conv(1, 4, 1, 1, True, init, self.dtype, "logits")(h)
         return h.astype(jnp.float32)
@@ -39,12 +38,11 @@ class PixelDiscriminator(layers.ConvNet):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init, make_norm, bias = self.kernel_init(), self.norm_factory(), self.inner_conv_bias()
+        init, bias = self.kernel_init(), self.inner_conv_bias()
         h = layers.conv(self.ndf, 1, 1, 0, True, init, self.dtype, "conv0")(x.astype(self.dtype))
         h = nn.leaky_relu(h, 0.2)
         h = layers.conv(2 * self.ndf, 1, 1, 0, bias, init, self.dtype, "conv1")(h)
-        if make_norm:
-            h = make_norm()(h, use_running_average=not train)
+        h = self.normalize(h, train)
         h = nn.leaky_relu(h, 0.2)
         h = layers.conv(1, 1, 1, 0, bias, init, self.dtype, "logits")(h)
         return h.astype(jnp.float32)

@@ -18,18 +18,14 @@ class ResnetBlock(layers.ConvNet):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init, make_norm, bias = self.kernel_init(), self.norm_factory(), self.inner_conv_bias()
+        init, bias = self.kernel_init(), self.inner_conv_bias()
         width = x.shape[-1]
         h = layers.conv(width, 3, 1, 0, bias, init, self.dtype, "conv1")(reflect_pad(x, 1))
-        if make_norm:
-            h = make_norm()(h, use_running_average=not train)
-        h = nn.relu(h)
+        h = nn.relu(self.normalize(h, train))
         if self.use_dropout:
             h = nn.Dropout(0.5, deterministic=not train)(h)
         h = layers.conv(width, 3, 1, 0, bias, init, self.dtype, "conv2")(reflect_pad(h, 1))
-        if make_norm:
-            h = make_norm()(h, use_running_average=not train)
-        return x + h
+        return x + self.normalize(h, train)
 
 
 class ResnetGenerator(layers.ConvNet):
@@ -49,12 +45,10 @@ class ResnetGenerator(layers.ConvNet):
         if x.shape[1] % 4 or x.shape[2] % 4:
             raise ValueError(f"the ResNet generator needs height and width divisible by 4; "
                              f"got {x.shape[1:3]}")
-        init, make_norm, bias = self.kernel_init(), self.norm_factory(), self.inner_conv_bias()
+        init, bias = self.kernel_init(), self.inner_conv_bias()
 
         def norm_relu(h):
-            if make_norm:
-                h = make_norm()(h, use_running_average=not train)
-            return nn.relu(h)
+            return nn.relu(self.normalize(h, train))
 
         h = x.astype(self.dtype)
         h = norm_relu(layers.conv(self.ngf, 7, 1, 0, bias, init, self.dtype, "in")(

@@ -29,7 +29,7 @@ class UNetGenerator(layers.ConvNet):
         if x.shape[1] % 2**self.num_downs or x.shape[2] % 2**self.num_downs:
             raise ValueError(f"U-Net with {self.num_downs} downsamplings needs height and width "
                              f"divisible by {2 ** self.num_downs}; got {x.shape[1:3]}")
-        init, make_norm = self.kernel_init(), self.norm_factory()
+        init = self.kernel_init()
         inner_bias = self.inner_conv_bias()
         widths = [self.ngf * min(2**i, 8) for i in range(self.num_downs)]
         innermost = self.num_downs - 1
@@ -41,13 +41,12 @@ class UNetGenerator(layers.ConvNet):
                 h = nn.leaky_relu(h, 0.2)
                 skips.append(h)
             h = layers.conv(width, 4, 2, 1, inner_bias, init, self.dtype, f"down{i}")(h)
-            if 0 < i < innermost and make_norm:
-                h = make_norm()(h, use_running_average=not train)
+            if 0 < i < innermost:
+                h = self.normalize(h, train)
 
         for i in range(innermost, 0, -1):
             h = layers.up_conv(widths[i - 1], inner_bias, init, self.dtype, f"up{i}")(nn.relu(h))
-            if make_norm:
-                h = make_norm()(h, use_running_average=not train)
+            h = self.normalize(h, train)
             if self.use_dropout and 4 <= i < innermost:
                 h = nn.Dropout(0.5, deterministic=not train)(h)
             h = jnp.concatenate([skips[i - 1], h], axis=-1)
