@@ -1,9 +1,16 @@
 """CycleGAN on the embedded synthetic facades, day <-> night, unpaired: 64 px, a narrow
-resnet_6blocks, batch 1 as in the paper; runs offline on a laptop CPU in a few minutes. The test
-split has true counterparts, so the PSNR of both translations is measured.
+resnet_6blocks; runs offline on a laptop CPU in about 7 minutes. The test split has true
+counterparts, so the PSNR of both translations is measured.
 
-The identity loss is off: it asks G_A to leave night images unchanged, which works against a
-global day -> night change of light (the reference uses it for painting <-> photo)."""
+Two departures from the paper's setup, both measured on this dataset:
+- Batch norm over batches of 4, evaluated with its running statistics, instead of instance norm
+  at batch 1. Instance norm removes each image's mean colour from the first layer on, so the
+  night -> day generator cannot tell a brick wall from a white one and paints every building the
+  same colour: 13.0 dB night -> day, below the 14.7 dB of the mean training image. Batch norm
+  keeps the colour: 16.1 dB.
+- The identity loss is off: it asks G_A to leave night images unchanged, which works against a
+  global day -> night change of light (the reference uses it for painting <-> photo).
+"""
 
 from i2i_jax import config_defaults
 
@@ -16,11 +23,13 @@ def get_config():
     config.netG = "resnet_6blocks"
     config.ngf = 16
     config.ndf = 16
+    config.norm = "batch"
+    config.batch_size = 4
+    config.eval_mode = "eval"
     config.lambda_identity = 0.0
-    config.batch_size = 1
     config.eval_batch_size = 20
-    config.num_train_steps = 1600
+    config.num_train_steps = 1400
     config.log_every_steps = 100
-    config.eval_every_steps = 400
-    config.checkpoint_every_steps = 400
+    config.eval_every_steps = 350
+    config.checkpoint_every_steps = 350
     return config
