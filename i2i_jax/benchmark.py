@@ -40,8 +40,7 @@ def random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
 def benchmark_train_step(config, steps: int) -> dict:
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh, "batch_size")
-    task = tasks.build_task(config, steps_per_epoch=1000,
-                            stats_groups=parallel.stats_groups(config, mesh))
+    task = tasks.build_task(config, steps_per_epoch=1000)
     state = parallel.init_replicated(task.init_state, config.seed, mesh)
     batch = parallel.to_global(random_batch(config, np.random.default_rng(config.seed)), mesh)
     step_fn = parallel.jit_train_step(task.train_step, mesh)

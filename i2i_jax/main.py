@@ -1,7 +1,8 @@
 """Entry point: `python -m i2i_jax.main --config=configs/pix2pix_facades.py --workdir=DIR`.
 
 Any config field can be overridden with `--config.<key>=<value>`. Rerunning the same command on
-the same workdir resumes from its latest checkpoint.
+the same workdir resumes from its latest checkpoint. The same command runs as one process of a
+multi-process job (TPU pod slice, GPU cluster) with `--distributed`; see launch/README.md.
 """
 
 import logging
@@ -10,21 +11,41 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from i2i_jax import train
+from i2i_jax import distributed, train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                         lock_config=True)
+WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", distributed.MODES,
+    "Join a multi-process job: 'on' detects the cluster (Cloud TPU VM, SLURM, Open MPI); "
+    "'auto' joins when the flags below are given or SLURM/MPI started several tasks.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for a multi-process job.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def start() -> None:
+    """Joins the job (before any other JAX call) and sets up logging: every process reports
+    its devices once, then only process 0 logs progress."""
+    distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value)
+    # Our progress at INFO; libraries (orbax, TF) stay at absl's default, WARNING.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    log = logging.getLogger("i2i_jax")
+    log.setLevel(logging.INFO)
+    log.info("%s", distributed.describe_devices())
+    if not distributed.is_first_process():
+        log.setLevel(logging.WARNING)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    # Our progress at INFO; libraries (orbax, TF) stay at absl's default, WARNING.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("i2i_jax").setLevel(logging.INFO)
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    start()
+    train.train_and_evaluate(CONFIG.value, WORKDIR.value)
 
 
 if __name__ == "__main__":

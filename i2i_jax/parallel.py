@@ -1,11 +1,14 @@
-"""Device mesh, shardings and host-to-global batches: data parallelism over every device.
+"""Device mesh, shardings, host-to-global batches and the collectives of the train step.
 
-The batch is sharded over the mesh's `data` axis and the train state is replicated; XLA's
-partitioner inserts the gradient all-reduces. Under `jax.jit` a reduction over the batch (the
-losses, and batch-norm statistics with `sync_batch_stats`) spans the global batch.
+Data parallelism over every device of every process: the batch is sharded over the mesh's `data`
+axis and the train state is replicated. The train step runs per device under `shard_map` and
+asks for its collectives explicitly (one all-reduce per gradient, not one per parameter), so the
+compiled step has exactly the communication the task intends, on one device or on a pod.
 """
 
 import jax
+import jax.flatten_util
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -44,15 +47,59 @@ def to_global(host_batch, mesh: Mesh):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
 
 
-def stats_groups(config, mesh: Mesh) -> int:
-    """Batch-norm statistics: global (`sync_batch_stats`) or per device (one group per shard)."""
-    return 1 if config.sync_batch_stats else data_parallel_size(mesh)
-
-
 def jit_train_step(train_step, mesh: Mesh):
-    """`(state, batch) -> (state, metrics)`: state replicated and donated, batch sharded."""
-    return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+    """`(state, batch) -> (state, metrics)` over `mesh`: state replicated and donated.
+
+    `train_step` runs on each device with that device's share of the global batch and must
+    reduce across devices itself (`mean_over_devices`, `gather_batch`); `shard_map` checks that
+    everything it returns is the same on every device.
+    """
+    per_device = jax.shard_map(train_step, mesh=mesh, in_specs=(PartitionSpec(),
+                                                                PartitionSpec(DATA_AXIS)),
+                               out_specs=(PartitionSpec(), PartitionSpec()))
+    return jax.jit(per_device, in_shardings=(replicated(mesh), batch_sharded(mesh)),
                    out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+
+
+def per_device(params):
+    """Replicated parameters, marked as per-device values before they are differentiated.
+
+    Their gradients then stay per device until the task reduces them once with
+    `mean_over_devices`; unmarked, `shard_map`'s autodiff sums them over devices where each
+    parameter is used.
+    """
+    return jax.lax.pcast(params, DATA_AXIS, to="varying")
+
+
+def mean_over_devices(tree):
+    """Per-device values averaged over the devices, in one all-reduce for the whole tree.
+
+    Every device holds an equal share of the global batch, so the mean of per-device means is
+    the global mean, and the mean of per-device gradients of mean losses is the gradient of the
+    global mean loss. The leaves travel as one flat vector: JAX lowers a reduction of a tree to
+    one all-reduce per leaf, which XLA:CPU does not combine.
+    """
+    flat, unflatten = jax.flatten_util.ravel_pytree(tree)
+    return unflatten(jax.lax.pmean(flat, DATA_AXIS))
+
+
+def gather_batch(tree):
+    """The global batch of every leaf, in device order, on every device: one all-gather for the
+    whole tree (its leaves are flattened per example and concatenated)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    local = leaves[0].shape[0]
+    flat = jnp.concatenate([leaf.reshape(local, -1) for leaf in leaves], axis=1)
+    gathered = jax.lax.all_gather(flat, DATA_AXIS, tiled=True, to="invarying")
+    ends = np.cumsum([leaf[0].size for leaf in leaves])[:-1]
+    parts = jnp.split(gathered, ends, axis=1)
+    return treedef.unflatten([part.reshape((-1,) + leaf.shape[1:])
+                              for part, leaf in zip(parts, leaves, strict=True)])
+
+
+def local_share(tree, size: int):
+    """This device's `size` rows of batches that every device holds whole."""
+    start = jax.lax.axis_index(DATA_AXIS) * size
+    return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size), tree)
 
 
 def init_replicated(init_state, seed: int, mesh: Mesh):

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from i2i_jax import optim, parallel, tasks
+from i2i_jax import distributed, optim, parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.data import pipeline, sources
 from i2i_jax.reporting import Reporter, image_grid
@@ -68,17 +68,19 @@ def _sources_in_turn(config):
     return built
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config, workdir: str):
     """Trains `config.model` in `workdir`, resuming from its latest checkpoint if there is one.
 
-    Returns the last evaluation's results (empty if no evaluation ran).
+    Every process of a multi-process job runs this; process 0 alone writes logs, metrics and
+    images. Returns the final train state and the last evaluation's results (empty if no
+    evaluation ran).
     """
     pipeline.hide_accelerators_from_tensorflow()
     os.makedirs(workdir, exist_ok=True)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh, "batch_size")
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    is_writer = jax.process_index() == 0
+    is_writer = distributed.is_first_process()
     if is_writer:
         write_config(config, workdir)
 
@@ -88,7 +90,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     # An epoch is a pass over the largest training stream (CycleGAN: the larger domain).
     steps_per_epoch = max(1, max(s.num_examples for s in train_sources) // config.batch_size)
     total_steps = optim.total_steps(config, steps_per_epoch)
-    task = tasks.build_task(config, steps_per_epoch, parallel.stats_groups(config, mesh))
+    task = tasks.build_task(config, steps_per_epoch)
 
     state = parallel.init_replicated(task.init_state, config.seed, mesh)
     checkpointer = Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
@@ -130,4 +132,4 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             reporter.restart_clock(step)
     checkpointer.close()
     reporter.close()
-    return results
+    return state, results

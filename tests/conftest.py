@@ -4,58 +4,16 @@ This must happen before any JAX computation; single-device checks build a mesh o
 """
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 NUM_DEVICES = 4
 jax.config.update("jax_num_cpu_devices", NUM_DEVICES)
 
-from i2i_jax import config_defaults, parallel, tasks  # noqa: E402  (after the device count)
+from tiny_configs import tiny_cyclegan_config, tiny_pix2pix_config  # noqa: E402
+
+from i2i_jax import parallel, tasks  # noqa: E402  (after the device count)
 from i2i_jax.data import pipeline, sources  # noqa: E402
-
-
-def tiny_pix2pix_config() -> ml_collections.ConfigDict:
-    """Pix2Pix at 32 px with a narrow 5-level U-Net: seconds per step on one core."""
-    c = config_defaults.pix2pix()
-    c.data.source = "synthetic"
-    c.data.synthetic_train_size = 16
-    c.data.synthetic_test_size = 6
-    c.load_size = 36
-    c.crop_size = 32
-    c.netG = "unet_32"
-    c.ngf = 8
-    c.ndf = 8
-    c.batch_size = 4
-    c.eval_batch_size = 4
-    c.num_train_steps = 8
-    c.log_every_steps = 2
-    c.eval_every_steps = 4
-    c.checkpoint_every_steps = 4
-    c.num_sample_images = 3
-    return c
-
-
-def tiny_cyclegan_config() -> ml_collections.ConfigDict:
-    """CycleGAN at 32 px with a 2-block, 8-filter ResNet: about a second per step."""
-    c = config_defaults.cyclegan()
-    c.data.source = "synthetic"
-    c.data.synthetic_train_size = 12
-    c.data.synthetic_test_size = 6
-    c.load_size = 36
-    c.crop_size = 32
-    c.netG = "resnet_2blocks"
-    c.ngf = 8
-    c.ndf = 8
-    c.pool_size = 3
-    c.batch_size = 4
-    c.eval_batch_size = 4
-    c.num_train_steps = 6
-    c.log_every_steps = 2
-    c.eval_every_steps = 3
-    c.checkpoint_every_steps = 3
-    c.num_sample_images = 2
-    return c
 
 
 @pytest.fixture
@@ -100,8 +58,7 @@ def run_steps(config, devices, batches):
     """Trains from the initial state on the given batches over a mesh of `devices`; returns
     the final state and each step's metrics, on the host."""
     mesh = parallel.make_mesh(devices)
-    task = tasks.build_task(config, steps_per_epoch=4,
-                            stats_groups=parallel.stats_groups(config, mesh))
+    task = tasks.build_task(config, steps_per_epoch=4)
     state = parallel.init_replicated(task.init_state, config.seed, mesh)
     step = parallel.jit_train_step(task.train_step, mesh)
     history = []

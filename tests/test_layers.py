@@ -2,8 +2,10 @@
 
 import jax
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
-from i2i_jax.models.layers import BatchNorm, InstanceNorm
+from i2i_jax import parallel
+from i2i_jax.models.layers import BatchNorm, Dropout, InstanceNorm
 
 EPS = 1e-5
 
@@ -40,20 +42,6 @@ def test_batch_norm_scale_starts_near_one_like_the_reference_init():
     np.testing.assert_array_equal(variables["params"]["bias"], 0)
 
 
-def test_grouped_batch_norm_normalises_each_group_by_its_own_statistics():
-    """Per-device batch norm: each contiguous quarter of the batch is a separate batch."""
-    x = np.random.default_rng(1).normal(0, 1, (8, 3, 3, 2)).astype(np.float32)
-    x[4:] = x[4:] * 5 + 7  # Groups with very different statistics.
-    layer = BatchNorm(stats_groups=4)
-    variables = layer.init(jax.random.key(0), x, use_running_average=False)
-    scale, bias = (np.asarray(variables["params"][k]) for k in ("scale", "bias"))
-    out, updates = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
-    groups = [numpy_batch_norm(x[i:i + 2].astype(np.float64), scale, bias) for i in range(0, 8, 2)]
-    np.testing.assert_allclose(out, np.concatenate([g[0] for g in groups]), atol=1e-5)
-    np.testing.assert_allclose(updates["batch_stats"]["mean"],
-                               0.1 * np.mean([g[1] for g in groups], axis=0), rtol=1e-5)
-
-
 def test_instance_norm_normalises_each_image_and_channel_without_parameters():
     x = np.random.default_rng(2).normal(1.0, 4.0, (3, 6, 7, 2)).astype(np.float32)
     layer = InstanceNorm()
@@ -65,12 +53,68 @@ def test_instance_norm_normalises_each_image_and_channel_without_parameters():
                                atol=1e-5)
 
 
-def test_grouped_batch_norm_running_variance_averages_the_groups_unbiased_variances():
-    x = np.random.default_rng(3).normal(0, 1, (6, 2, 2, 3)).astype(np.float32)
-    x[3:] *= 4
-    layer = BatchNorm(stats_groups=2)
+def on_four_devices(fn, out_specs):
+    """`fn` of a batch, run per device on quarters of it, as the train step runs."""
+    mesh = parallel.make_mesh(jax.devices()[:4])
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=P(parallel.DATA_AXIS),
+                                 out_specs=out_specs))
+
+
+def _apply_batch_norm(layer, variables):
+    def apply(x):
+        out, updates = layer.apply(variables, x, use_running_average=False,
+                                   mutable=["batch_stats"])
+        return out, updates["batch_stats"]
+    return apply
+
+
+def test_synchronised_batch_norm_on_four_devices_normalises_the_global_batch():
+    """Each device holds a quarter with its own statistics; the result is one batch's norm."""
+    x = np.random.default_rng(1).normal(0, 1, (8, 3, 3, 2)).astype(np.float32)
+    x[4:] = x[4:] * 5 + 7
+    layer = BatchNorm(synchronised=True, batch_axis=parallel.DATA_AXIS)
     variables = layer.init(jax.random.key(0), x, use_running_average=False)
-    _, updates = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
-    unbiased = [x[i:i + 3].astype(np.float64).var(axis=(0, 1, 2), ddof=1) for i in (0, 3)]
-    np.testing.assert_allclose(updates["batch_stats"]["var"], 0.9 + 0.1 * np.mean(unbiased, 0),
+    scale, bias = (np.asarray(variables["params"][k]) for k in ("scale", "bias"))
+    out, stats = on_four_devices(_apply_batch_norm(layer, variables),
+                                 (P(parallel.DATA_AXIS), P()))(x)
+    expected, mean, unbiased_var = numpy_batch_norm(x.astype(np.float64), scale, bias)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_allclose(stats["mean"], 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * unbiased_var, rtol=1e-5)
+
+
+def test_per_device_batch_norm_normalises_each_share_by_its_own_statistics():
+    """What pmap gave: each device's quarter of the batch is a batch of its own."""
+    x = np.random.default_rng(1).normal(0, 1, (8, 3, 3, 2)).astype(np.float32)
+    x[4:] = x[4:] * 5 + 7
+    layer = BatchNorm(synchronised=False, batch_axis=parallel.DATA_AXIS)
+    variables = layer.init(jax.random.key(0), x, use_running_average=False)
+    scale, bias = (np.asarray(variables["params"][k]) for k in ("scale", "bias"))
+
+    def apply(x):
+        out, stats = _apply_batch_norm(layer, variables)(x)
+        return out, jax.tree.map(lambda v: v[None], stats)
+
+    out, stats = on_four_devices(apply, (P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)))(x)
+    shares = [numpy_batch_norm(x[i:i + 2].astype(np.float64), scale, bias)
+              for i in range(0, 8, 2)]
+    np.testing.assert_allclose(out, np.concatenate([s[0] for s in shares]), atol=1e-5)
+    np.testing.assert_allclose(stats["mean"], 0.1 * np.stack([s[1] for s in shares]),
                                rtol=1e-5)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * np.stack([s[2] for s in shares]),
+                               rtol=1e-5)
+
+
+def test_dropout_draws_the_same_masks_on_one_device_and_on_four():
+    x = np.ones((8, 4, 4, 16), np.float32)
+    layer = Dropout(0.5, batch_axis=parallel.DATA_AXIS)
+
+    def apply(x):
+        return layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(3)})
+
+    one = jax.jit(apply)(x)
+    four = on_four_devices(apply, P(parallel.DATA_AXIS))(x)
+    np.testing.assert_array_equal(one, four)
+    assert set(np.unique(one)) == {0.0, 2.0}  # Kept values are scaled by 1 / (1 - rate).
+    assert 0.4 < float((one == 0).mean()) < 0.6
+    assert not np.array_equal(one[0], one[1])  # Each example has a mask of its own.

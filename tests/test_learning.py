@@ -31,7 +31,7 @@ def test_a_short_run_beats_the_mean_image_on_held_out_psnr(tiny_config, tmp_path
     tiny_config.eval_every_steps = 150
     tiny_config.checkpoint_every_steps = 0
     tiny_config.log_every_steps = 50
-    results = train.train_and_evaluate(tiny_config, str(tmp_path))
+    _, results = train.train_and_evaluate(tiny_config, str(tmp_path))
     baseline = mean_image_baseline_psnr(tiny_config)
     # The README's full embedded run ends 2.8 dB above this baseline; a short one must beat it.
     assert results["psnr"] > baseline + 0.5, (results["psnr"], baseline)

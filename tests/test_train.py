@@ -25,7 +25,7 @@ def latest_state(config, workdir):
 
 def test_a_run_writes_its_outputs_and_a_rerun_resumes(tiny_config, tmp_path):
     workdir = str(tmp_path / "run")
-    results = train.train_and_evaluate(tiny_config, workdir)
+    _, results = train.train_and_evaluate(tiny_config, workdir)
 
     assert set(results) >= {"l1", "psnr", "ssim"}
     records = read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))
@@ -58,7 +58,7 @@ def test_a_run_writes_its_outputs_and_a_rerun_resumes(tiny_config, tmp_path):
 
 def test_a_cyclegan_run_scores_both_directions(tiny_cycle_config, tmp_path):
     workdir = str(tmp_path / "cycle")
-    results = train.train_and_evaluate(tiny_cycle_config, workdir)
+    _, results = train.train_and_evaluate(tiny_cycle_config, workdir)
     expected = {"cycle_l1_A", "cycle_l1_B"} | {f"{metric}_{direction}" for metric in
                                                 ("l1", "psnr", "ssim")
                                                 for direction in ("AtoB", "BtoA")}

@@ -17,15 +17,18 @@ def compute_dtype(config):
     return jnp.dtype(config.get("dtype", "float32"))
 
 
-def _common(config, stats_groups: int) -> dict:
+def _common(config, batch_axis: str | None) -> dict:
+    """`batch_axis`: the mesh axis the train step splits the global batch along, which batch norm
+    and dropout need to act on the global batch (None: a module for single-array use)."""
     return dict(norm=config.norm, init_type=config.init_type, init_gain=config.init_gain,
-                stats_groups=stats_groups, dtype=compute_dtype(config))
+                sync_batch_stats=config.sync_batch_stats, batch_axis=batch_axis,
+                dtype=compute_dtype(config))
 
 
-def build_generator(config, stats_groups: int = 1):
+def build_generator(config, batch_axis: str | None = None):
     """`unet_<size>`: a U-Net with log2(size) downsamplings (unet_256 has 8, unet_128 has 7);
     `resnet_<n>blocks`: the ResNet generator with n residual blocks."""
-    common = _common(config, stats_groups)
+    common = _common(config, batch_axis)
     if match := re.fullmatch(r"unet_(\d+)", config.netG):
         size = int(match.group(1))
         if size >= 4 and not size & (size - 1):
@@ -39,9 +42,9 @@ def build_generator(config, stats_groups: int = 1):
                      f"two >= 4)")
 
 
-def build_discriminator(config, stats_groups: int = 1):
+def build_discriminator(config, batch_axis: str | None = None):
     """A PatchGAN; its input channels are whatever the task feeds it (Pix2Pix: A and B stacked)."""
-    common = dict(ndf=config.ndf, **_common(config, stats_groups))
+    common = dict(ndf=config.ndf, **_common(config, batch_axis))
     if config.netD == "basic":
         return NLayerDiscriminator(n_layers=3, **common)
     if config.netD == "n_layers":

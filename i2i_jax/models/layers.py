@@ -38,17 +38,32 @@ def conv_has_bias(norm: str) -> bool:
     return norm != "batch"
 
 
-class BatchNorm(nn.Module):
-    """Batch norm with PyTorch semantics, and batch statistics taken per group if asked.
+def bound_axis(name: str | None) -> str | None:
+    """`name` if a `shard_map` around this call binds it, else None.
 
-    `stats_groups` splits the batch into that many equal contiguous groups and normalises each
-    with its own statistics. With the batch sharded over a mesh axis of that size this is exactly
-    per-device batch norm (what pmap gives); with 1 group the statistics span the global batch
-    (synchronised batch norm). Running statistics average the groups and use the unbiased
-    variance, as PyTorch does.
+    Inside the data-parallel train step an array is one device's share of the global batch,
+    which is split along that axis; anywhere else (evaluation, export) it is the whole batch.
+    """
+    if name is None:
+        return None
+    try:
+        jax.lax.axis_index(name)
+    except NameError:
+        return None
+    return name
+
+
+class BatchNorm(nn.Module):
+    """Batch norm with PyTorch semantics, over the global batch or over each device's share.
+
+    Inside the data-parallel step (`batch_axis` bound) the statistics span the global batch
+    when `synchronised`, with one all-reduce per application, or only this device's share when
+    not (what pmap gave; the task then averages the running statistics over devices). Running
+    statistics use the unbiased variance, as PyTorch does.
     """
 
-    stats_groups: int = 1
+    synchronised: bool = True
+    batch_axis: str | None = None
     scale_init: Callable = nn.initializers.normal(stddev=0.02)
     dtype: Any = jnp.float32
 
@@ -60,26 +75,50 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
 
+        x32 = x.astype(jnp.float32)
         if use_running_average:
             mean, var = ra_mean.value, ra_var.value
-            y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + NORM_EPS)
         else:
-            groups = self.stats_groups
-            if x.shape[0] % groups:
-                raise ValueError(
-                    f"batch of {x.shape[0]} does not split into stats_groups={groups} groups")
-            xg = x.astype(jnp.float32).reshape((groups, x.shape[0] // groups) + x.shape[1:])
-            axes = tuple(range(1, xg.ndim - 1))
-            mean = xg.mean(axis=axes, keepdims=True)
-            var = jnp.square(xg - mean).mean(axis=axes, keepdims=True)
-            y = ((xg - mean) * jax.lax.rsqrt(var + NORM_EPS)).reshape(x.shape)
+            mean = x32.mean(axis=(0, 1, 2))
+            var = jnp.square(x32 - mean).mean(axis=(0, 1, 2))
+            count = x32.size // features
+            axis = bound_axis(self.batch_axis) if self.synchronised else None
+            if axis:
+                # Chan et al.'s parallel variance: the mean of the devices' variances plus the
+                # variance of their means, from one all-reduce of equal-sized shares.
+                mean_all, mean_of_squares, var_all = jax.lax.pmean(
+                    jnp.stack([mean, jnp.square(mean), var]), axis)
+                var = var_all + jnp.maximum(mean_of_squares - jnp.square(mean_all), 0.0)
+                mean, count = mean_all, count * jax.lax.axis_size(axis)
             if not self.is_initializing():
-                n = xg.size // (groups * features)
-                unbiased = var.reshape(groups, features).mean(0) * n / max(n - 1, 1)
                 m = BATCH_NORM_MOMENTUM
-                ra_mean.value = (1 - m) * ra_mean.value + m * mean.reshape(groups, features).mean(0)
-                ra_var.value = (1 - m) * ra_var.value + m * unbiased
+                ra_mean.value = (1 - m) * ra_mean.value + m * mean
+                ra_var.value = (1 - m) * ra_var.value + m * var * count / max(count - 1, 1)
+        y = (x32 - mean) * jax.lax.rsqrt(var + NORM_EPS)
         return (y * scale + bias).astype(self.dtype)
+
+
+class Dropout(nn.Module):
+    """Dropout whose mask for each example derives from the example's position in the global
+    batch, so that a step draws the same masks on one device or on many."""
+
+    rate: float
+    batch_axis: str | None = None
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate == 0:
+            return x
+        key = self.make_rng("dropout")
+        axis = bound_axis(self.batch_axis)
+        first = jax.lax.axis_index(axis) * x.shape[0] if axis else 0
+
+        def keep(position):
+            return jax.random.bernoulli(jax.random.fold_in(key, position), 1 - self.rate,
+                                        x.shape[1:])
+
+        mask = jax.vmap(keep)(first + jnp.arange(x.shape[0]))
+        return jnp.where(mask, x / (1 - self.rate), jnp.zeros_like(x))
 
 
 class InstanceNorm(nn.Module):
@@ -96,10 +135,11 @@ class InstanceNorm(nn.Module):
         return ((x32 - mean) * jax.lax.rsqrt(var + NORM_EPS)).astype(self.dtype)
 
 
-def make_norm(norm: str, stats_groups: int, init_gain: float, dtype) -> Callable[[], nn.Module]:
+def make_norm(norm: str, synchronised: bool, batch_axis: str | None, init_gain: float,
+              dtype) -> Callable[[], nn.Module] | None:
     """A factory of fresh norm layers, or None for norm `none`."""
     if norm == "batch":
-        return lambda: BatchNorm(stats_groups=stats_groups,
+        return lambda: BatchNorm(synchronised=synchronised, batch_axis=batch_axis,
                                  scale_init=nn.initializers.normal(stddev=init_gain), dtype=dtype)
     if norm == "instance":
         return lambda: InstanceNorm(dtype=dtype)
@@ -143,7 +183,8 @@ class ConvNet(nn.Module):
     norm: str = "batch"
     init_type: str = "normal"
     init_gain: float = 0.02
-    stats_groups: int = 1
+    sync_batch_stats: bool = True
+    batch_axis: str | None = None  # The mesh axis the global batch is split along, if any.
     dtype: Any = jnp.float32
 
     def kernel_init(self) -> Callable:
@@ -152,8 +193,13 @@ class ConvNet(nn.Module):
     def normalize(self, x, train: bool):
         """A fresh layer of the configured norm applied to `x` (`x` itself for norm `none`).
         Called from a compact `__call__`, so the layer belongs to the calling network."""
-        new_norm = make_norm(self.norm, self.stats_groups, self.init_gain, self.dtype)
+        new_norm = make_norm(self.norm, self.sync_batch_stats, self.batch_axis, self.init_gain,
+                             self.dtype)
         return new_norm()(x, use_running_average=not train) if new_norm else x
+
+    def dropout(self, x, train: bool):
+        """Dropout 0.5, the reference's rate."""
+        return Dropout(0.5, batch_axis=self.batch_axis)(x, deterministic=not train)
 
     def inner_conv_bias(self) -> bool:
         return conv_has_bias(self.norm)

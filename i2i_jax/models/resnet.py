@@ -23,7 +23,7 @@ class ResnetBlock(layers.ConvNet):
         h = layers.conv(width, 3, 1, 0, bias, init, self.dtype, "conv1")(reflect_pad(x, 1))
         h = nn.relu(self.normalize(h, train))
         if self.use_dropout:
-            h = nn.Dropout(0.5, deterministic=not train)(h)
+            h = self.dropout(h, train)
         h = layers.conv(width, 3, 1, 0, bias, init, self.dtype, "conv2")(reflect_pad(h, 1))
         return x + self.normalize(h, train)
 
@@ -58,8 +58,9 @@ class ResnetGenerator(layers.ConvNet):
                                       f"downsample{i}")(h))
         for i in range(self.n_blocks):
             h = ResnetBlock(norm=self.norm, init_type=self.init_type, init_gain=self.init_gain,
-                            stats_groups=self.stats_groups, dtype=self.dtype,
-                            use_dropout=self.use_dropout, name=f"block{i}")(h, train)
+                            sync_batch_stats=self.sync_batch_stats, batch_axis=self.batch_axis,
+                            dtype=self.dtype, use_dropout=self.use_dropout,
+                            name=f"block{i}")(h, train)
         for i in range(2):
             h = norm_relu(layers.up_conv3(self.ngf * 2 ** (1 - i), bias, init, self.dtype,
                                           f"upsample{i}")(h))

@@ -48,7 +48,7 @@ class UNetGenerator(layers.ConvNet):
             h = layers.up_conv(widths[i - 1], inner_bias, init, self.dtype, f"up{i}")(nn.relu(h))
             h = self.normalize(h, train)
             if self.use_dropout and 4 <= i < innermost:
-                h = nn.Dropout(0.5, deterministic=not train)(h)
+                h = self.dropout(h, train)
             h = jnp.concatenate([skips[i - 1], h], axis=-1)
 
         h = layers.up_conv(self.output_nc, True, init, self.dtype, "up0")(nn.relu(h))

@@ -4,19 +4,24 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from i2i_jax import losses, models, optim
+from i2i_jax import losses, models, optim, parallel
 from i2i_jax.state import NetState
 
 TEST_MODES = ("train_like", "eval")
 
 
 class GanTask:
-    """What every task builds from its config: the networks, the optimizer and its schedule."""
+    """What every task builds from its config: the networks, the optimizer and its schedule.
 
-    def __init__(self, config, steps_per_epoch: int, stats_groups: int = 1):
+    `train_step` is the per-device body of the data-parallel step (`parallel.jit_train_step`):
+    it sees this device's share of the batch and reduces gradients, running statistics and
+    metrics over devices explicitly. `eval_step` is an ordinary function of whole batches.
+    """
+
+    def __init__(self, config, steps_per_epoch: int):
         self.config = config
-        self.generator = models.build_generator(config, stats_groups)
-        self.discriminator = models.build_discriminator(config, stats_groups)
+        self.generator = models.build_generator(config, parallel.DATA_AXIS)
+        self.discriminator = models.build_discriminator(config, parallel.DATA_AXIS)
         self.lr_schedule = optim.learning_rate_schedule(config, steps_per_epoch)
         self.tx = optim.adam(config, steps_per_epoch)
 

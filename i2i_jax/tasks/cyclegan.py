@@ -7,7 +7,7 @@ G_A's fakes), D_B judges domain A, as in the reference.
 import jax
 import jax.numpy as jnp
 
-from i2i_jax import image_pool, losses, metrics
+from i2i_jax import image_pool, losses, metrics, parallel
 from i2i_jax.state import TrainState
 from i2i_jax.tasks.common import (
     GanTask,
@@ -31,8 +31,8 @@ class CycleGAN(GanTask):
 
     eval_directions = ("AtoB", "BtoA")
 
-    def __init__(self, config, steps_per_epoch: int, stats_groups: int = 1):
-        super().__init__(config, steps_per_epoch, stats_groups)
+    def __init__(self, config, steps_per_epoch: int):
+        super().__init__(config, steps_per_epoch)
         # G_B maps B (output_nc channels) back to A (input_nc channels).
         self.generator_b = self.generator.clone(output_nc=config.input_nc)
 
@@ -88,14 +88,17 @@ class CycleGAN(GanTask):
 
         g_names = ("G_A", "G_B")
         (_, (stats, terms, fake_a, fake_b)), g_grads = jax.value_and_grad(
-            g_loss_fn, has_aux=True)({name: nets[name].params for name in g_names})
-        new_nets = {name: apply_gradients(self.tx, nets[name], g_grads[name], stats[name])
-                    for name in g_names}
+            g_loss_fn, has_aux=True)(parallel.per_device({n: nets[n].params for n in g_names}))
 
-        pool_b, pooled_fake_b = image_pool.query(state.pools["fake_B"], fake_b,
+        # The pools hold the global batch's fakes, as on one device: every device gathers them,
+        # runs the same query and keeps its own share of what the pools return.
+        fakes = parallel.gather_batch({"fake_B": fake_b, "fake_A": fake_a})
+        pool_b, pooled_fake_b = image_pool.query(state.pools["fake_B"], fakes["fake_B"],
                                                  state.step_key(_POOL_A))
-        pool_a, pooled_fake_a = image_pool.query(state.pools["fake_A"], fake_a,
+        pool_a, pooled_fake_a = image_pool.query(state.pools["fake_A"], fakes["fake_A"],
                                                  state.step_key(_POOL_B))
+        pooled_fake_b, pooled_fake_a = parallel.local_share((pooled_fake_b, pooled_fake_a),
+                                                            real_a.shape[0])
         d_inputs = {"D_A": (real_b, pooled_fake_b, _GP_A), "D_B": (real_a, pooled_fake_a, _GP_B)}
 
         def d_loss_fn(d_params):
@@ -112,15 +115,20 @@ class CycleGAN(GanTask):
             return total, aux
 
         (_, d_aux), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-            {name: nets[name].params for name in d_inputs})
-        for name, (_, d_stats) in d_aux.items():
-            new_nets[name] = apply_gradients(self.tx, nets[name], d_grads[name], d_stats)
-
+            parallel.per_device({name: nets[name].params for name in d_inputs}))
+        step_metrics = {**terms}
+        for name, (loss, d_stats) in d_aux.items():
+            step_metrics[name], stats[name] = loss, d_stats
+        # The discriminators train on fakes of the old generators, so every update can wait
+        # for the step's one all-reduce: all gradients, the running statistics (which
+        # per-device batch norm keeps per device) and the metrics.
+        grads, stats, step_metrics = parallel.mean_over_devices(
+            ({**g_grads, **d_grads}, stats, step_metrics))
+        new_nets = {name: apply_gradients(self.tx, nets[name], grads[name], stats[name])
+                    for name in nets}
         new_state = state.replace(step=state.step + 1, nets=new_nets,
                                   pools={"fake_B": pool_b, "fake_A": pool_a})
-        step_metrics = {**terms, "D_A": d_aux["D_A"][0], "D_B": d_aux["D_B"][0],
-                        "lr": self.lr_schedule(state.step)}
-        return new_state, step_metrics
+        return new_state, {**step_metrics, "lr": self.lr_schedule(state.step)}
 
     def eval_step(self, state: TrainState, batch, direction: str) -> dict:
         """Translates the batch's `direction[0]` images and back: the cycle-reconstruction L1,

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from i2i_jax import losses, metrics
+from i2i_jax import losses, metrics, parallel
 from i2i_jax.state import TrainState
 from i2i_jax.tasks.common import (
     GanTask,
@@ -52,7 +52,8 @@ class Pix2Pix(GanTask):
             return apply_net(self.generator, params, g.batch_stats, real_a, train=True,
                              dropout_key=state.step_key(_DROPOUT))
 
-        fake_b, generator_vjp, g_stats = jax.vjp(generate, g.params, has_aux=True)
+        fake_b, generator_vjp, g_stats = jax.vjp(generate, parallel.per_device(g.params),
+                                                 has_aux=True)
 
         def d_loss_fn(params):
             return discriminator_loss(self._discriminator(params, real_a), d.batch_stats,
@@ -60,8 +61,8 @@ class Pix2Pix(GanTask):
                                       state.step_key(_GRADIENT_PENALTY), fake_first=True)
 
         (_, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(
-            d_loss_fn, has_aux=True)(d.params)
-        new_d = apply_gradients(self.tx, d, d_grads, d_stats)
+            d_loss_fn, has_aux=True)(parallel.per_device(d.params))
+        new_d = apply_gradients(self.tx, d, parallel.mean_over_devices(d_grads), d_stats)
 
         def g_loss_fn(fake):
             logits, stats = self._discriminator(new_d.params, real_a)(new_d.batch_stats, fake)
@@ -72,13 +73,16 @@ class Pix2Pix(GanTask):
         (_, (d_stats, g_gan, g_l1)), fake_grad = jax.value_and_grad(
             g_loss_fn, has_aux=True)(fake_b)
         (g_grads,) = generator_vjp(fake_grad)
+        step_metrics = {"G_GAN": g_gan, "G_L1": g_l1, "D_real": d_real, "D_fake": d_fake}
+        # The step's second and last all-reduce: G's gradient, the running statistics (which
+        # per-device batch norm keeps per device) and the metrics.
+        g_grads, g_stats, d_stats, step_metrics = parallel.mean_over_devices(
+            (g_grads, g_stats, d_stats, step_metrics))
         new_g = apply_gradients(self.tx, g, g_grads, g_stats)
         new_d = new_d.replace(batch_stats=d_stats)
 
         new_state = state.replace(step=state.step + 1, nets={"G": new_g, "D": new_d})
-        step_metrics = {"G_GAN": g_gan, "G_L1": g_l1, "D_real": d_real, "D_fake": d_fake,
-                        "lr": self.lr_schedule(state.step)}
-        return new_state, step_metrics
+        return new_state, {**step_metrics, "lr": self.lr_schedule(state.step)}
 
     def eval_step(self, state: TrainState, batch, direction: str = "AtoB") -> dict:
         """Per-example L1/PSNR/SSIM of the translation, and input | output | target images."""

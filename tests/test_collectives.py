@@ -1,0 +1,80 @@
+"""The compiled train step communicates what the task asks for, read from its HLO.
+
+Pix2Pix reduces twice (D's gradient before D's update, then G's gradient with the running
+statistics and metrics); CycleGAN gathers the fakes for its image pools once and reduces
+everything once. Synchronised batch norm adds one small reduction of statistics per use.
+"""
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from i2i_jax import parallel, tasks
+
+_COLLECTIVE = re.compile(r"=\s*(.+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|"
+                         r"collective-permute)(?:-start)?\(")
+_SHAPE = re.compile(r"\w+\[([\d,]*)\]")
+
+
+def compiled_collectives(config, num_devices: int = 4) -> list[tuple[str, int]]:
+    """(kind, elements moved) of every collective in the compiled train step."""
+    mesh = parallel.make_mesh(jax.devices()[:num_devices])
+    task = tasks.build_task(config, steps_per_epoch=4)
+    state = jax.eval_shape(task.init_state, config.seed)
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                        sharding=parallel.replicated(mesh)), state)
+    batch = {k: jax.ShapeDtypeStruct((config.batch_size, config.crop_size, config.crop_size, 3),
+                                     jnp.uint8, sharding=parallel.batch_sharded(mesh))
+             for k in ("A", "B")}
+    hlo = parallel.jit_train_step(task.train_step, mesh).lower(state, batch).compile().as_text()
+    found = []
+    for result_type, kind in _COLLECTIVE.findall(hlo):
+        elements = sum(math.prod(int(d) for d in dims.split(",") if d)
+                       for dims in _SHAPE.findall(result_type))
+        found.append((kind, elements))
+    return found
+
+
+def parameter_count(config) -> int:
+    state = jax.eval_shape(tasks.build_task(config, 4).init_state, config.seed)
+    return sum(math.prod(leaf.shape) for net in state.nets.values()
+               for leaf in jax.tree.leaves(net.params))
+
+
+@pytest.mark.parametrize("norm, sync", [("instance", True), ("batch", False)])
+def test_pix2pix_step_has_two_all_reduces(tiny_config, norm, sync):
+    tiny_config.norm, tiny_config.sync_batch_stats = norm, sync
+    found = compiled_collectives(tiny_config)
+    assert [kind for kind, _ in found] == ["all-reduce", "all-reduce"]
+    # Together they carry every parameter's gradient once (plus statistics and metrics).
+    moved = sum(elements for _, elements in found)
+    assert parameter_count(tiny_config) <= moved < parameter_count(tiny_config) + 2000
+
+
+@pytest.mark.parametrize("norm, sync", [("instance", True), ("batch", False)])
+def test_cyclegan_step_gathers_once_and_reduces_once(tiny_cycle_config, norm, sync):
+    tiny_cycle_config.norm, tiny_cycle_config.sync_batch_stats = norm, sync
+    c = tiny_cycle_config
+    collectives = compiled_collectives(c)
+    assert sorted(kind for kind, _ in collectives) == ["all-gather", "all-reduce"]
+    found = dict(collectives)
+    assert found["all-gather"] == c.batch_size * c.crop_size**2 * (c.input_nc + c.output_nc)
+    assert parameter_count(c) <= found["all-reduce"] < parameter_count(c) + 2000
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
+def test_synchronised_batch_norm_adds_only_small_statistics_reductions(tiny_config,
+                                                                      tiny_cycle_config, model):
+    config = tiny_config if model == "pix2pix" else tiny_cycle_config
+    config.norm, config.sync_batch_stats = "batch", True
+    found = compiled_collectives(config)
+    widest = 8 * max(config.ngf, config.ndf)  # The widest layer of these tiny networks.
+    large = [kind for kind, elements in found if elements > 3 * widest]
+    # Pix2Pix's two gradient reductions; CycleGAN's gathered fakes and its one reduction.
+    expected = ["all-reduce"] * 2 if model == "pix2pix" else ["all-gather", "all-reduce"]
+    assert sorted(large) == expected
+    small = [kind for kind, elements in found if elements <= 3 * widest]
+    assert small and set(small) == {"all-reduce"}
