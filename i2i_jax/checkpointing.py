@@ -1,4 +1,8 @@
-"""Orbax checkpoints of the whole train state in `<workdir>/checkpoints`, keeping the last N."""
+"""Orbax checkpoints of the whole train state in `<workdir>/checkpoints`, keeping the last N.
+
+Every process writes its shards; in a multi-host job the workdir must be one directory that all
+hosts reach (a bucket such as `gs://...`, or a shared file system).
+"""
 
 import os
 
@@ -12,7 +16,8 @@ class Checkpointer:
     def __init__(self, workdir: str, every_steps: int, keep: int):
         self.every_steps = every_steps
         self.manager = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "checkpoints"),
+            os.path.join(workdir if "://" in workdir else os.path.abspath(workdir),
+                         "checkpoints"),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                  enable_async_checkpointing=True))
 

@@ -1,6 +1,8 @@
 """What a user sees: progress lines, TensorBoard scalars and images, PNG grids, a metrics file.
 
-Only process 0 writes; the others construct a `Reporter` that does nothing but keep time.
+Only process 0 writes; the others construct a `Reporter` that does nothing but keep time. Files
+go through `tf.io.gfile`, so a workdir may be a local path or a bucket (`gs://...`) that every
+host of a pod can reach.
 """
 
 import json
@@ -66,14 +68,15 @@ class Reporter:
         if not self.is_writer:
             return
         record = {"step": step, **{k: float(v) for k, v in results.items()}}
-        with open(os.path.join(self.workdir, "eval_metrics.jsonl"), "a") as f:
+        with tf.io.gfile.GFile(os.path.join(self.workdir, "eval_metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
         log.info("eval at step %d: %s", step,
                      " ".join(f"{k}={v:.4f}" for k, v in results.items()))
         self.scalars(step, results, prefix="eval/")
         samples_dir = os.path.join(self.workdir, "samples")
-        os.makedirs(samples_dir, exist_ok=True)
-        Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:08d}.png"))
+        tf.io.gfile.makedirs(samples_dir)
+        with tf.io.gfile.GFile(os.path.join(samples_dir, f"step_{step:08d}.png"), "wb") as f:
+            Image.fromarray(grid).save(f, format="PNG")
         with self._writer.as_default():
             tf.summary.image("samples/input_output_target", grid[None], step=step)
         self._writer.flush()

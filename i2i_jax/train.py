@@ -7,6 +7,7 @@ import os
 
 import jax
 import numpy as np
+import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from i2i_jax import distributed, optim, parallel, tasks
@@ -18,7 +19,7 @@ log = logging.getLogger("i2i_jax")
 
 
 def write_config(config, workdir: str) -> None:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
@@ -76,7 +77,7 @@ def train_and_evaluate(config, workdir: str):
     evaluation ran).
     """
     pipeline.hide_accelerators_from_tensorflow()
-    os.makedirs(workdir, exist_ok=True)
+    tf.io.gfile.makedirs(workdir)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh, "batch_size")
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
