@@ -1,13 +1,25 @@
 """Times a config's jitted train step: `python -m i2i_jax.benchmark --config=... [--config.x=y]`.
 
 Prints one JSON line: median step time after compilation, images/s, compile time, peak RSS,
-FLOPs per step from XLA's cost analysis, and the devices used. The batch is random uint8 data
-of the config's shape, so the figure is the model's cost, not the input pipeline's.
+FLOPs per step from XLA's cost analysis, the collectives of the compiled step and the bytes
+they move, and the devices used. The batch is random uint8 data of the config's shape, so the
+figure is the model's cost, not the input pipeline's.
+
+`--scaling=1,2,4,8` instead times the step on each of those numbers of virtual CPU devices, at
+the config's `batch_size` per device, each in a fresh process (the device count is fixed when
+JAX starts). Virtual devices share this machine's cores, so each row adds its images/s
+relative to the first row's: 1.0 means that splitting the batch over more device programs and
+reducing across them cost nothing.
 """
 
+import collections
 import json
+import math
+import os
+import re
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -21,7 +33,23 @@ from i2i_jax import parallel, tasks
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up step.")
+_SCALING = flags.DEFINE_list("scaling", None, "Virtual CPU device counts to time the step on, "
+                             "at batch_size per device.")
 flags.mark_flags_as_required(["config"])
+
+_COLLECTIVE = re.compile(r"=\s*(.+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|"
+                         r"collective-permute)(?:-start)?\(")
+_ARRAY = re.compile(r"\b([a-z]+)(\d+)\[([\d,]*)\]")
+
+
+def collectives(hlo_text: str) -> list[tuple[str, int]]:
+    """(kind, bytes of its result) of every collective in an HLO module's text."""
+    found = []
+    for result_type, kind in _COLLECTIVE.findall(hlo_text):
+        size = sum(int(bits) // 8 * math.prod(int(d) for d in dims.split(",") if d)
+                   for _, bits, dims in _ARRAY.findall(result_type))
+        found.append((kind, size))
+    return found
 
 
 def peak_rss_mb() -> float:
@@ -59,19 +87,42 @@ def benchmark_train_step(config, steps: int) -> dict:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
+    found = collectives(compiled.as_text())
     return {"model": config.model, "netG": config.netG, "netD": config.netD,
             "crop_size": config.crop_size, "batch_size": config.batch_size,
             "step_time_ms": round(step_s * 1e3, 3),
             "images_per_sec": round(config.batch_size / step_s, 3),
             "compile_s": round(compile_s, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
             "flops_per_step": float(cost.get("flops", float("nan"))) if cost else float("nan"),
+            "collectives": dict(collections.Counter(kind for kind, _ in found)),
+            "collective_bytes": sum(size for _, size in found),
             "devices": jax.device_count(), "platform": jax.devices()[0].platform,
             "timed_steps": steps}
+
+
+def scaling(device_counts: list[int], per_device_batch: int) -> list[dict]:
+    """The benchmark in a fresh process per device count, at a fixed per-device batch."""
+    forwarded = [arg for arg in sys.argv[1:] if not arg.startswith("--scaling")]
+    rows = []
+    for count in device_counts:
+        command = [sys.executable, "-m", "i2i_jax.benchmark", *forwarded,
+                   f"--config.batch_size={count * per_device_batch}"]
+        env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(count), "JAX_PLATFORMS": "cpu"}
+        output = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        row = json.loads(output.stdout.strip().splitlines()[-1])
+        first = rows[0] if rows else row
+        row["relative_throughput"] = round(row["images_per_sec"] / first["images_per_sec"], 3)
+        rows.append(row)
+    return rows
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _SCALING.value:
+        for row in scaling([int(n) for n in _SCALING.value], _CONFIG.value.batch_size):
+            print(json.dumps(row), flush=True)
+        return
     print(json.dumps(benchmark_train_step(_CONFIG.value, _STEPS.value)))
 
 

@@ -16,10 +16,10 @@ MODES = ("auto", "on", "off")
 
 
 def launched_by_a_cluster_manager() -> bool:
-    """Several tasks started by SLURM (`srun`) or Open MPI (`mpirun`), whose environment JAX
-    reads to find the coordinator, the process count and this process's index."""
-    counts = (os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS"),
-              os.environ.get("OMPI_COMM_WORLD_SIZE"))
+    """Several tasks started by SLURM's `srun` or Open MPI's `mpirun`, whose environment JAX
+    reads to find the coordinator, the process count and this process's index. (A batch
+    script itself, outside `srun`, is one task even when the job has many.)"""
+    counts = (os.environ.get("SLURM_STEP_NUM_TASKS"), os.environ.get("OMPI_COMM_WORLD_SIZE"))
     return any(count and count.isdigit() and int(count) > 1 for count in counts)
 
 

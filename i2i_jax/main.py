@@ -19,7 +19,7 @@ WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs 
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", distributed.MODES,
     "Join a multi-process job: 'on' detects the cluster (Cloud TPU VM, SLURM, Open MPI); "
-    "'auto' joins when the flags below are given or SLURM/MPI started several tasks.")
+    "'auto' joins when the flags below are given or srun/mpirun started several tasks.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for a multi-process job.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")

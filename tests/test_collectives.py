@@ -6,21 +6,27 @@ everything once. Synchronised batch norm adds one small reduction of statistics 
 """
 
 import math
-import re
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from i2i_jax import parallel, tasks
+from i2i_jax import benchmark, parallel, tasks
 
-_COLLECTIVE = re.compile(r"=\s*(.+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|"
-                         r"collective-permute)(?:-start)?\(")
-_SHAPE = re.compile(r"\w+\[([\d,]*)\]")
+
+def test_the_hlo_reader_finds_each_collective_and_its_size():
+    hlo = """
+  %all-reduce.1 = (f32[1,1,1,64]{3,2,1,0}, f32[64]{0}) all-reduce(%a, %b), channel_id=1
+  %psum_invariant.7 = f32[45033]{0} all-reduce(%concatenate.33), replica_groups={{0,1}}
+  %gather = bf16[4,6144]{1,0} all-gather-start(%concatenate.2), dimensions={0}
+  %add.3 = f32[8]{0} add(%x, %y)
+"""
+    assert benchmark.collectives(hlo) == [("all-reduce", 4 * 128), ("all-reduce", 4 * 45033),
+                                          ("all-gather", 2 * 4 * 6144)]
 
 
 def compiled_collectives(config, num_devices: int = 4) -> list[tuple[str, int]]:
-    """(kind, elements moved) of every collective in the compiled train step."""
+    """(kind, float32 elements moved) of every collective in the compiled train step."""
     mesh = parallel.make_mesh(jax.devices()[:num_devices])
     task = tasks.build_task(config, steps_per_epoch=4)
     state = jax.eval_shape(task.init_state, config.seed)
@@ -30,12 +36,7 @@ def compiled_collectives(config, num_devices: int = 4) -> list[tuple[str, int]]:
                                      jnp.uint8, sharding=parallel.batch_sharded(mesh))
              for k in ("A", "B")}
     hlo = parallel.jit_train_step(task.train_step, mesh).lower(state, batch).compile().as_text()
-    found = []
-    for result_type, kind in _COLLECTIVE.findall(hlo):
-        elements = sum(math.prod(int(d) for d in dims.split(",") if d)
-                       for dims in _SHAPE.findall(result_type))
-        found.append((kind, elements))
-    return found
+    return [(kind, size // 4) for kind, size in benchmark.collectives(hlo)]
 
 
 def parameter_count(config) -> int:
