@@ -60,24 +60,29 @@ def on_four_devices(fn, out_specs):
                                  out_specs=out_specs))
 
 
-def _apply_batch_norm(layer, variables):
+def batch_norm_on_quarters(synchronised: bool, stats_spec):
+    """A batch whose halves differ in mean and scale, normalised on 4 devices (2 images each).
+    Returns the batch, the layer's scale and bias, and the outputs and running statistics."""
+    x = np.random.default_rng(1).normal(0, 1, (8, 3, 3, 2)).astype(np.float32)
+    x[4:] = x[4:] * 5 + 7
+    layer = BatchNorm(synchronised=synchronised, batch_axis=parallel.DATA_AXIS)
+    variables = layer.init(jax.random.key(0), x, use_running_average=False)
+
     def apply(x):
         out, updates = layer.apply(variables, x, use_running_average=False,
                                    mutable=["batch_stats"])
-        return out, updates["batch_stats"]
-    return apply
+        stats = updates["batch_stats"]
+        return out, stats if synchronised else jax.tree.map(lambda v: v[None], stats)
+
+    out, stats = on_four_devices(apply, (P(parallel.DATA_AXIS), stats_spec))(x)
+    scale, bias = (np.asarray(variables["params"][k]) for k in ("scale", "bias"))
+    return x.astype(np.float64), scale, bias, out, stats
 
 
 def test_synchronised_batch_norm_on_four_devices_normalises_the_global_batch():
     """Each device holds a quarter with its own statistics; the result is one batch's norm."""
-    x = np.random.default_rng(1).normal(0, 1, (8, 3, 3, 2)).astype(np.float32)
-    x[4:] = x[4:] * 5 + 7
-    layer = BatchNorm(synchronised=True, batch_axis=parallel.DATA_AXIS)
-    variables = layer.init(jax.random.key(0), x, use_running_average=False)
-    scale, bias = (np.asarray(variables["params"][k]) for k in ("scale", "bias"))
-    out, stats = on_four_devices(_apply_batch_norm(layer, variables),
-                                 (P(parallel.DATA_AXIS), P()))(x)
-    expected, mean, unbiased_var = numpy_batch_norm(x.astype(np.float64), scale, bias)
+    x, scale, bias, out, stats = batch_norm_on_quarters(True, P())
+    expected, mean, unbiased_var = numpy_batch_norm(x, scale, bias)
     np.testing.assert_allclose(out, expected, atol=1e-5)
     np.testing.assert_allclose(stats["mean"], 0.1 * mean, rtol=1e-5)
     np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * unbiased_var, rtol=1e-5)
@@ -85,19 +90,8 @@ def test_synchronised_batch_norm_on_four_devices_normalises_the_global_batch():
 
 def test_per_device_batch_norm_normalises_each_share_by_its_own_statistics():
     """What pmap gave: each device's quarter of the batch is a batch of its own."""
-    x = np.random.default_rng(1).normal(0, 1, (8, 3, 3, 2)).astype(np.float32)
-    x[4:] = x[4:] * 5 + 7
-    layer = BatchNorm(synchronised=False, batch_axis=parallel.DATA_AXIS)
-    variables = layer.init(jax.random.key(0), x, use_running_average=False)
-    scale, bias = (np.asarray(variables["params"][k]) for k in ("scale", "bias"))
-
-    def apply(x):
-        out, stats = _apply_batch_norm(layer, variables)(x)
-        return out, jax.tree.map(lambda v: v[None], stats)
-
-    out, stats = on_four_devices(apply, (P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)))(x)
-    shares = [numpy_batch_norm(x[i:i + 2].astype(np.float64), scale, bias)
-              for i in range(0, 8, 2)]
+    x, scale, bias, out, stats = batch_norm_on_quarters(False, P(parallel.DATA_AXIS))
+    shares = [numpy_batch_norm(x[i:i + 2], scale, bias) for i in range(0, 8, 2)]
     np.testing.assert_allclose(out, np.concatenate([s[0] for s in shares]), atol=1e-5)
     np.testing.assert_allclose(stats["mean"], 0.1 * np.stack([s[1] for s in shares]),
                                rtol=1e-5)
