@@ -102,7 +102,9 @@ def benchmark_train_step(config, steps: int) -> dict:
 
 def scaling(device_counts: list[int], per_device_batch: int) -> list[dict]:
     """The benchmark in a fresh process per device count, at a fixed per-device batch."""
-    forwarded = [arg for arg in sys.argv[1:] if not arg.startswith("--scaling")]
+    arguments = sys.argv[1:]
+    forwarded = [arg for i, arg in enumerate(arguments) if not arg.startswith("--scaling")
+                 and (i == 0 or arguments[i - 1] != "--scaling")]
     rows = []
     for count in device_counts:
         command = [sys.executable, "-m", "i2i_jax.benchmark", *forwarded,

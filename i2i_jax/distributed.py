@@ -5,12 +5,9 @@ processes through a coordinator, after which `jax.devices()` lists every device 
 process and one jitted step runs on all of them. It must run before any other JAX call.
 """
 
-import logging
 import os
 
 import jax
-
-log = logging.getLogger("i2i_jax")
 
 MODES = ("auto", "on", "off")
 
