@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from i2i_jax import distributed, optim, parallel, tasks
+from i2i_jax import distributed, optim, parallel, preemption, tasks
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.data import pipeline, sources
 from i2i_jax.reporting import Reporter, image_grid
@@ -114,23 +114,30 @@ def train_and_evaluate(config, workdir: str):
         results, grid = evaluate(state)  # The untrained model: where learning starts from.
         reporter.evaluation(0, results, grid)
     pending = []
-    for step in range(start_step + 1, total_steps + 1):
-        state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
-        pending.append(step_metrics)
-        if step % config.log_every_steps == 0 or step == total_steps:
-            fetched = jax.device_get(pending)  # The loop's only host sync.
-            reporter.progress(step, {k: float(np.mean([m[k] for m in fetched]))
-                                     for k in fetched[0]})
-            pending = []
-        paused = False
-        if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0
-                                            or step == total_steps):
-            results, grid = evaluate(state)
-            reporter.evaluation(step, results, grid)
-            paused = True
-        paused |= checkpointer.maybe_save(step, state, force=step == total_steps)
-        if paused:
-            reporter.restart_clock(step)
+    with preemption.SigtermFlag() as sigterm:
+        for step in range(start_step + 1, total_steps + 1):
+            state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
+            pending.append(step_metrics)
+            log_step = step % config.log_every_steps == 0 or step == total_steps
+            if log_step:
+                fetched = jax.device_get(pending)  # The loop's only host sync.
+                reporter.progress(step, {k: float(np.mean([m[k] for m in fetched]))
+                                         for k in fetched[0]})
+                pending = []
+            paused = False
+            if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0
+                                                or step == total_steps):
+                results, grid = evaluate(state)
+                reporter.evaluation(step, results, grid)
+                paused = True
+            if sigterm.stop_now(jax.process_count(), at_sync_point=log_step):
+                checkpointer.maybe_save(step, state, force=True)
+                log.warning("SIGTERM: saved a checkpoint at step %d of %d and stopped; rerun "
+                            "the same command to resume", step, total_steps)
+                break
+            paused |= checkpointer.maybe_save(step, state, force=step == total_steps)
+            if paused:
+                reporter.restart_clock(step)
     checkpointer.close()
     reporter.close()
     return state, results

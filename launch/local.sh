@@ -8,7 +8,8 @@
 # Each process runs COMMAND with --coordinator_address=127.0.0.1:PORT --num_processes=N
 # --process_id=I appended, and JAX_NUM_CPU_DEVICES=D in its environment (it only matters on
 # CPU). Output lines are prefixed with [I]. When a process fails, the others are stopped and
-# the launcher exits with the failed process's status; so does Ctrl-C or a TERM signal.
+# the launcher exits with the failed process's status. A TERM signal or Ctrl-C is passed on to
+# every process (i2i_jax then saves a checkpoint and stops) and waited for.
 set -euo pipefail
 
 processes=2
@@ -46,8 +47,10 @@ stop_all() {
     kill -TERM "$pid" 2>/dev/null || true
   done
 }
-trap 'stop_all; exit 143' TERM
-trap 'stop_all; exit 130' INT
+# A TERM (preemption) or Ctrl-C goes on to every process, which saves a checkpoint and stops;
+# the launcher waits for them before it exits.
+trap 'stop_all; wait "${pids[@]}" 2>/dev/null; exit 143' TERM
+trap 'stop_all; wait "${pids[@]}" 2>/dev/null; exit 130' INT
 
 for ((index = 0; index < processes; index++)); do
   JAX_NUM_CPU_DEVICES="$devices" "$@" --coordinator_address="127.0.0.1:$port" \
