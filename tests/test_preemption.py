@@ -23,8 +23,6 @@ OVERRIDES = [f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_ste
              "--config.keep_checkpoints=10", "--config.log_every_steps=1",
              "--config.eval_every_steps=0"]
 ONE_DEVICE = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
-
-
 LAUNCHER = os.path.join(os.path.dirname(TESTS), "launch", "local.sh")
 
 
