@@ -120,7 +120,7 @@ def train_and_evaluate(config, workdir: str):
             pending.append(step_metrics)
             log_step = step % config.log_every_steps == 0 or step == total_steps
             if log_step:
-                fetched = jax.device_get(pending)  # The loop's only host sync.
+                fetched = jax.device_get(pending)  # Host syncs only at log steps.
                 reporter.progress(step, {k: float(np.mean([m[k] for m in fetched]))
                                          for k in fetched[0]})
                 pending = []
