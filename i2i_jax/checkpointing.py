@@ -4,10 +4,21 @@ Every process writes its shards; in a multi-host job the workdir must be one dir
 hosts reach (a bucket such as `gs://...`, or a shared file system).
 """
 
+import logging
 import os
 
 import jax
 import orbax.checkpoint as ocp
+import tensorflow as tf
+from jax.experimental import multihost_utils
+
+from i2i_jax import distributed
+
+log = logging.getLogger("i2i_jax")
+
+
+class CheckpointsUnreadableError(RuntimeError):
+    """Checkpoints exist but none of them restores."""
 
 
 class Checkpointer:
@@ -15,19 +26,67 @@ class Checkpointer:
 
     def __init__(self, workdir: str, every_steps: int, keep: int):
         self.every_steps = every_steps
-        self.manager = ocp.CheckpointManager(
-            os.path.join(workdir if "://" in workdir else os.path.abspath(workdir),
-                         "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+        self.workdir = workdir if "://" in workdir else os.path.abspath(workdir)
+        self.keep = keep
+        self.manager = self._open_manager()
+
+    def _open_manager(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            os.path.join(self.workdir, "checkpoints"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
                                                  enable_async_checkpointing=True))
 
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
     def restore_latest(self, template):
-        """The latest checkpoint laid out like `template` (shapes, dtypes, shardings), or None."""
-        step = self.manager.latest_step()
-        if step is None:
-            return None
+        """The newest checkpoint that restores, laid out like `template` (shapes, dtypes,
+        shardings), or None when there is none.
+
+        A checkpoint that fails to restore (files lost or truncated by a full disk, a copy cut
+        short, an empty step directory) is skipped with a warning in favour of the one before,
+        and then moved to `<workdir>/damaged_checkpoints/` so that the run can save that step
+        again. If none restores, nothing is moved and the error lists every failure.
+        """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        failures = []
+        for step in reversed(self.manager.all_steps()):
+            try:
+                state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as error:  # Orbax and TensorStore raise many types.
+                log.warning("checkpoint %d in %s cannot be restored, trying the one before: %s",
+                            step, self.manager.directory, _first_line(error))
+                failures.append((step, error))
+                # A failed restore can leave the manager misjudging the layout of the next
+                # one (after an empty step directory it expects several items): start afresh.
+                self.manager.close()
+                self.manager = self._open_manager()
+                continue
+            self._set_aside([failed for failed, _ in failures])
+            return state
+        if failures:
+            raise CheckpointsUnreadableError(
+                f"no checkpoint in {self.manager.directory} can be restored:\n"
+                + "\n".join(f"  step {step}: {_first_line(error)}" for step, error in failures)
+                + "\nIf the config changed since they were written (network shapes), resume "
+                "with the old one; to start over, use a new --workdir.")
+        return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if not steps:
+            return
+        damaged_dir = os.path.join(self.workdir, "damaged_checkpoints")
+        if distributed.is_first_process():
+            tf.io.gfile.makedirs(damaged_dir)
+            for step in steps:
+                target = os.path.join(damaged_dir, str(step))
+                suffix = 1
+                while tf.io.gfile.exists(target):
+                    target, suffix = os.path.join(damaged_dir, f"{step}.{suffix}"), suffix + 1
+                tf.io.gfile.rename(os.path.join(str(self.manager.directory), str(step)), target)
+                log.warning("moved the damaged checkpoint %d to %s", step, target)
+        multihost_utils.sync_global_devices("i2i_jax: damaged checkpoints set aside")
+        self.manager.reload()
 
     def maybe_save(self, step: int, state, force: bool = False) -> bool:
         """Saves asynchronously when `step` is a multiple of `every_steps` (or when forced)."""
@@ -40,3 +99,8 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]

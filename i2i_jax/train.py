@@ -3,24 +3,18 @@
 import collections
 import functools
 import logging
-import os
 
 import jax
 import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from i2i_jax import distributed, optim, parallel, preemption, tasks
+from i2i_jax import distributed, optim, parallel, preemption, tasks, workdir_config
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.data import pipeline, sources
 from i2i_jax.reporting import Reporter, image_grid
 
 log = logging.getLogger("i2i_jax")
-
-
-def write_config(config, workdir: str) -> None:
-    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 class Evaluator:
@@ -69,8 +63,9 @@ def _sources_in_turn(config):
     return built
 
 
-def train_and_evaluate(config, workdir: str):
-    """Trains `config.model` in `workdir`, resuming from its latest checkpoint if there is one.
+def train_and_evaluate(config, workdir: str, allow_config_change: bool = False):
+    """Trains `config.model` in `workdir`, resuming from its latest checkpoint if there is one
+    (and refusing to if `config` differs from the workdir's, unless `allow_config_change`).
 
     Every process of a multi-process job runs this; process 0 alone writes logs, metrics and
     images. Returns the final train state and the last evaluation's results (empty if no
@@ -82,8 +77,9 @@ def train_and_evaluate(config, workdir: str):
     parallel.check_batch_size(config.batch_size, mesh, "batch_size")
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     is_writer = distributed.is_first_process()
-    if is_writer:
-        write_config(config, workdir)
+    checkpointer = Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
+    workdir_config.check_and_record(config, workdir, checkpointer.latest_step(),
+                                    allow_config_change, is_writer)
 
     train_sources, eval_sources = _sources_in_turn(config)
     for role, group in (("train", train_sources), ("eval", list(eval_sources.values()))):
@@ -94,7 +90,6 @@ def train_and_evaluate(config, workdir: str):
     task = tasks.build_task(config, steps_per_epoch)
 
     state = parallel.init_replicated(task.init_state, config.seed, mesh)
-    checkpointer = Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
     restored = checkpointer.restore_latest(state)
     if restored is not None:
         state = restored

@@ -1,10 +1,12 @@
-"""Orbax round trip of the whole train state, and keeping only the last N checkpoints."""
+"""Orbax round trip of the whole train state, keeping only the last N checkpoints, and
+falling back past damaged ones."""
 
 import jax
 import numpy as np
+import pytest
 
 from i2i_jax import parallel, tasks
-from i2i_jax.checkpointing import Checkpointer
+from i2i_jax.checkpointing import Checkpointer, CheckpointsUnreadableError
 
 
 def test_round_trip_restores_every_leaf_exactly(tiny_config, tmp_path):
@@ -35,3 +37,50 @@ def test_keeps_the_last_n_and_skips_off_interval_steps(tiny_config, tmp_path):
     assert saved == [2, 4, 6]
     assert Checkpointer(str(tmp_path), 2, 2).manager.all_steps() == [6, 7]
     assert Checkpointer(str(tmp_path / "empty"), 2, 2).restore_latest(state) is None
+
+
+def _saved_steps(tiny_config, directory, steps):
+    """States whose step counter is the step they are saved at, so a restore tells which."""
+    task = tasks.build_task(tiny_config, steps_per_epoch=4)
+    state = parallel.init_replicated(task.init_state, 0, parallel.make_mesh(jax.devices()[:1]))
+    checkpointer = Checkpointer(str(directory), every_steps=2, keep=5)
+    for step in steps:
+        checkpointer.maybe_save(step, state.replace(step=state.step + step))
+    checkpointer.close()
+    return state
+
+
+# When one array read fails, orbax abandons the others' coroutines, which Python reports.
+abandoned_reads = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def _truncate_largest_array_file(step_dir):
+    files = [p for p in step_dir.rglob("*") if p.is_file() and "ocdbt" in str(p.parent)]
+    largest = max(files, key=lambda p: p.stat().st_size)
+    with open(largest, "r+b") as f:
+        f.truncate(64)
+
+
+@abandoned_reads
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tiny_config, tmp_path):
+    template = _saved_steps(tiny_config, tmp_path, [2, 4, 6])
+    _truncate_largest_array_file(tmp_path / "checkpoints" / "6")  # A write cut short.
+    (tmp_path / "checkpoints" / "8").mkdir()  # A step directory with nothing in it.
+
+    checkpointer = Checkpointer(str(tmp_path), every_steps=2, keep=5)
+    assert int(checkpointer.restore_latest(template).step) == 4
+    # Set aside, not deleted; the run can save those steps again.
+    assert sorted(p.name for p in (tmp_path / "damaged_checkpoints").iterdir()) == ["6", "8"]
+    assert checkpointer.manager.all_steps() == [2, 4]
+    assert checkpointer.maybe_save(6, template)
+    checkpointer.close()
+
+
+@abandoned_reads
+def test_no_restorable_checkpoint_is_an_error_that_moves_nothing(tiny_config, tmp_path):
+    template = _saved_steps(tiny_config, tmp_path, [2, 4])
+    for step in (2, 4):
+        _truncate_largest_array_file(tmp_path / "checkpoints" / str(step))
+    with pytest.raises(CheckpointsUnreadableError, match=r"(?s)step 4: .*step 2: "):
+        Checkpointer(str(tmp_path), every_steps=2, keep=5).restore_latest(template)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]

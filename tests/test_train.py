@@ -6,9 +6,10 @@ import shutil
 
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
-from i2i_jax import parallel, tasks, train
+from i2i_jax import parallel, tasks, train, workdir_config
 from i2i_jax.checkpointing import Checkpointer
 
 
@@ -40,6 +41,7 @@ def test_a_run_writes_its_outputs_and_a_rerun_resumes(tiny_config, tmp_path):
     finished = latest_state(tiny_config, workdir)
 
     # Lose the last checkpoint: the same command resumes at step 4 and reaches the same state.
+    # (Leaving config.json as it was: an unchanged config resumes without a word.)
     shutil.rmtree(os.path.join(workdir, "checkpoints", "8"))
     train.train_and_evaluate(tiny_config, workdir)
     assert [r["step"] for r in read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))] == [
@@ -49,9 +51,17 @@ def test_a_run_writes_its_outputs_and_a_rerun_resumes(tiny_config, tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                  resumed, finished)
 
-    # More steps on the same workdir: continues from 8 to 12.
+    # More steps change the schedule: refused, naming the key, unless the change is allowed;
+    # a bookkeeping key (how often to log) is no change.
     tiny_config.num_train_steps = 12
-    train.train_and_evaluate(tiny_config, workdir)
+    tiny_config.log_every_steps = 3
+    with pytest.raises(workdir_config.ConfigChangedError) as refusal:
+        train.train_and_evaluate(tiny_config, workdir)
+    assert "\n  num_train_steps: 8 -> 12\n" in str(refusal.value)
+    assert "log_every_steps" not in str(refusal.value)
+    train.train_and_evaluate(tiny_config, workdir, allow_config_change=True)
+    with open(os.path.join(workdir, "config.before_step_8.json")) as f:
+        assert json.load(f)["num_train_steps"] == 8
     assert read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))[-1]["step"] == 12
     assert int(latest_state(tiny_config, workdir).step) == 12
 

@@ -1,0 +1,86 @@
+"""The config a workdir was trained with (`<workdir>/config.json`), checked on every resume.
+
+A resumed run that silently trains on with other settings mixes two experiments in one set of
+checkpoints, so a changed config is refused unless the user says it is meant.
+"""
+
+import json
+import logging
+import os
+
+import ml_collections
+import tensorflow as tf
+
+log = logging.getLogger("i2i_jax")
+
+CONFIG_FILE = "config.json"
+# Keys that change what a run reports, how often it saves or how it evaluates, but never the
+# parameters it reaches: they may change on resume without --allow_config_change.
+BOOKKEEPING_KEYS = frozenset({
+    "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+    "num_sample_images", "eval_batch_size", "eval_mode", "data.eval_split",
+    "data.num_parallel_calls"})
+
+
+class ConfigChangedError(ValueError):
+    """A workdir is being resumed with a config other than the one it was trained with."""
+
+
+def to_json(config) -> str:
+    return config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+
+
+def load(workdir: str) -> ml_collections.ConfigDict:
+    """The config a workdir's checkpoints were trained with."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: {workdir} is not an i2i_jax workdir "
+                                f"(python -m i2i_jax.main writes one)")
+    with tf.io.gfile.GFile(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changes(saved: dict, config) -> list[str]:
+    """`key: old -> new` for every key whose value differs, bookkeeping keys aside."""
+    old, new = _flatten(saved), _flatten(json.loads(to_json(config)))
+    missing = "(absent)"
+    return [f"{key}: {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
+            for key in sorted(old.keys() | new.keys())
+            if key not in BOOKKEEPING_KEYS and old.get(key, missing) != new.get(key, missing)]
+
+
+def check_and_record(config, workdir: str, resume_step: int | None, allow_change: bool,
+                     is_writer: bool) -> None:
+    """Refuses to resume `workdir` at `resume_step` with a config whose results-shaping keys
+    differ from the saved one, unless `allow_change`; then (process 0) writes `config`. An
+    allowed change keeps the old file as `config.before_step_<N>.json`."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if resume_step is not None and tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            saved = json.load(f)
+        changed = changes(saved, config)
+        if changed and not allow_change:
+            raise ConfigChangedError(
+                f"{workdir} has checkpoints up to step {resume_step} trained with another "
+                f"config ({path}); these keys differ:\n  " + "\n  ".join(changed)
+                + "\nResume with the saved values, use a new --workdir, or pass "
+                "--allow_config_change to resume with these.")
+        if changed:
+            log.warning("resuming at step %d with a changed config:\n  %s", resume_step,
+                        "\n  ".join(changed))
+            if is_writer:
+                kept = os.path.join(workdir, f"config.before_step_{resume_step}.json")
+                tf.io.gfile.copy(path, kept, overwrite=True)
+    if is_writer:
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(to_json(config))

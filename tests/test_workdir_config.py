@@ -1,0 +1,49 @@
+"""The saved config of a workdir: what counts as a change on resume, and what is kept."""
+
+import json
+
+import pytest
+
+from i2i_jax import config_defaults, workdir_config
+
+
+def saved(config) -> dict:
+    return json.loads(workdir_config.to_json(config))
+
+
+def test_changes_name_nested_added_and_removed_keys_but_not_bookkeeping():
+    before = config_defaults.pix2pix()
+    after = config_defaults.pix2pix()
+    after.data.name = "maps"
+    after.lr = 1e-3
+    after.eval_every_steps = 5  # Bookkeeping: how often, never what.
+    old = saved(before)
+    del old["seed"]  # A key the saved config did not have.
+    old["retired_option"] = 1
+    assert workdir_config.changes(old, after) == [
+        'data.name: "facades" -> "maps"', 'lr: 0.0002 -> 0.001',
+        'retired_option: 1 -> "(absent)"', 'seed: "(absent)" -> 0']
+
+
+def test_only_a_resume_checks_and_an_allowed_change_keeps_the_old_file(tmp_path):
+    workdir = str(tmp_path)
+    config = config_defaults.pix2pix()
+    workdir_config.check_and_record(config, workdir, None, False, is_writer=True)
+    config.ngf = 32
+    # No checkpoint yet (a run that died before its first save): the new config is written.
+    workdir_config.check_and_record(config, workdir, None, False, is_writer=True)
+    assert workdir_config.load(workdir).ngf == 32
+
+    config.ngf = 16
+    with pytest.raises(workdir_config.ConfigChangedError, match="ngf: 32 -> 16"):
+        workdir_config.check_and_record(config, workdir, 10, False, is_writer=True)
+    assert workdir_config.load(workdir).ngf == 32  # Refused: nothing rewritten.
+    workdir_config.check_and_record(config, workdir, 10, True, is_writer=True)
+    assert workdir_config.load(workdir).ngf == 16
+    with open(tmp_path / "config.before_step_10.json") as f:
+        assert json.load(f)["ngf"] == 32
+
+
+def test_loading_a_directory_without_a_config_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not an i2i_jax workdir"):
+        workdir_config.load(str(tmp_path))
