@@ -27,7 +27,7 @@ class Evaluator:
     def __init__(self, task, eval_sources, config, mesh):
         self.sources, self.config, self.mesh = eval_sources, config, mesh
         self.step_fns = {d: jax.jit(functools.partial(task.eval_step, direction=d))
-                         for d in task.eval_directions}
+                         for d in task.generators()}
 
     def __call__(self, state) -> tuple[dict[str, float], np.ndarray]:
         sums, counts = collections.defaultdict(float), collections.defaultdict(float)

@@ -42,6 +42,16 @@ def build_generator(config, batch_axis: str | None = None):
                      f"two >= 4)")
 
 
+def input_size_rule(config) -> tuple[int, int]:
+    """(multiple, minimum) of the heights and widths the generator accepts: a U-Net halves them
+    once per level; the ResNet generator halves them twice and reflection-pads its innermost
+    features by 1, which needs at least 2 pixels there."""
+    generator = build_generator(config)
+    if isinstance(generator, UNetGenerator):
+        return 2**generator.num_downs, 2**generator.num_downs
+    return 4, 8
+
+
 def build_discriminator(config, batch_axis: str | None = None):
     """A PatchGAN; its input channels are whatever the task feeds it (Pix2Pix: A and B stacked)."""
     common = dict(ndf=config.ndf, **_common(config, batch_axis))

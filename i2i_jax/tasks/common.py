@@ -25,6 +25,10 @@ class GanTask:
         self.lr_schedule = optim.learning_rate_schedule(config, steps_per_epoch)
         self.tx = optim.adam(config, steps_per_epoch)
 
+    def generators(self) -> dict:
+        """Translation direction -> (the network's name in the state, its module)."""
+        return {"AtoB": ("G", self.generator)}
+
 
 def sample_row(*images: jax.Array) -> jax.Array:
     """uint8 images side by side (e.g. input | output | target), their first 3 channels."""

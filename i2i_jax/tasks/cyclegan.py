@@ -29,12 +29,14 @@ _GENERATOR_OF = {"AtoB": ("A", "B", "G_A", "G_B"), "BtoA": ("B", "A", "G_B", "G_
 class CycleGAN(GanTask):
     """Batches are dicts of uint8 images: `A` and `B`, drawn independently from each domain."""
 
-    eval_directions = ("AtoB", "BtoA")
-
     def __init__(self, config, steps_per_epoch: int):
         super().__init__(config, steps_per_epoch)
         # G_B maps B (output_nc channels) back to A (input_nc channels).
         self.generator_b = self.generator.clone(output_nc=config.input_nc)
+
+    def generators(self) -> dict:
+        return {direction: (names[2], self._module(names[2]))
+                for direction, names in _GENERATOR_OF.items()}
 
     def _module(self, name: str):
         return {"G_A": self.generator, "G_B": self.generator_b}.get(name, self.discriminator)

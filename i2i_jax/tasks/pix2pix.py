@@ -23,8 +23,6 @@ _DROPOUT, _EVAL_DROPOUT, _GRADIENT_PENALTY = 0, 1, 2  # `TrainState.step_key` pu
 class Pix2Pix(GanTask):
     """Batches are dicts of uint8 images: `A` (the input) and `B` (the target)."""
 
-    eval_directions = ("AtoB",)
-
     def init_state(self, seed: int) -> TrainState:
         c = self.config
         key = jax.random.PRNGKey(seed)

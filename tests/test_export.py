@@ -1,0 +1,219 @@
+"""Export a trained generator, then run it with `translate` in a fresh process that cannot import
+the project's model code; compare with the generator applied in-process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from i2i_jax import export, parallel, tasks, translate, workdir_config
+from i2i_jax.checkpointing import Checkpointer
+
+# translate must run on an artifact alone: these imports fail in its process.
+_NO_MODEL_CODE = ("i2i_jax.models", "i2i_jax.tasks", "i2i_jax.train", "i2i_jax.export", "flax")
+
+
+def run_translate(*flags: str) -> subprocess.CompletedProcess:
+    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in _NO_MODEL_CODE)
+    code = (f"import runpy, sys; {blocked}sys.argv = ['translate', *sys.argv[1:]]; "
+            f"runpy.run_module('i2i_jax.translate', run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def make_workdir(config, workdir: str):
+    """A workdir whose checkpoint (step 5) has random weights and non-trivial running
+    statistics, as training would leave it; returns the saved state."""
+    task = tasks.build_task(config, steps_per_epoch=4)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state = parallel.init_replicated(task.init_state, config.seed, mesh)
+    keys = iter(jax.random.split(jax.random.PRNGKey(7), 1000))
+
+    def perturb(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "var" in name:
+            return jax.random.uniform(next(keys), leaf.shape, minval=0.5, maxval=2.0)
+        return leaf + 0.1 * jax.random.normal(next(keys), leaf.shape)
+
+    nets = {name: net.replace(params=jax.tree_util.tree_map_with_path(perturb, net.params),
+                              batch_stats=jax.tree_util.tree_map_with_path(perturb,
+                                                                           net.batch_stats))
+            for name, net in state.nets.items()}
+    state = jax.device_put(state.replace(step=state.step + 5, nets=nets),
+                           parallel.replicated(mesh))
+    os.makedirs(workdir)
+    workdir_config.check_and_record(config, workdir, None, False, is_writer=True)
+    checkpointer = Checkpointer(workdir, every_steps=5, keep=1)
+    checkpointer.maybe_save(5, state)
+    checkpointer.close()
+    return task, jax.device_get(state)
+
+
+def write_images(directory, count: int, height: int, width: int) -> np.ndarray:
+    os.makedirs(directory, exist_ok=True)
+    images = np.random.default_rng(0).integers(0, 256, (count, height, width, 3), np.uint8)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(os.path.join(directory, f"image{i}.png"))
+    return images
+
+
+def in_process(task, state, direction: str, images_uint8: np.ndarray) -> np.ndarray:
+    """The generator applied directly (eval mode), on the same images."""
+    name, module = task.generators()[direction]
+    net = state.nets[name]
+    variables = {"params": net.params, **({"batch_stats": net.batch_stats}
+                                          if net.batch_stats else {})}
+    return np.asarray(module.apply(variables, images_uint8.astype(np.float32) / 127.5 - 1.0,
+                                   train=False))
+
+
+@pytest.mark.parametrize("model, size", [("pix2pix", (32, 64)), ("cycle_gan", (36, 44))])
+def test_translate_in_a_fresh_process_reproduces_the_generator(model, size, tmp_path,
+                                                               tiny_config, tiny_cycle_config):
+    config = tiny_config if model == "pix2pix" else tiny_cycle_config
+    task, state = make_workdir(config, str(tmp_path / "run"))
+    described = export.export_generators(str(tmp_path / "run"), str(tmp_path / "model"),
+                                         mode="eval")
+    assert described["test_time_mode"] == "eval" and described["step"] == 5
+    images = write_images(tmp_path / "inputs", 3, *size)
+
+    for direction in task.generators():
+        expected = in_process(task, state, direction, images)
+        for batch_size in (1, 3):
+            out = tmp_path / f"out_{direction}_{batch_size}"
+            done = run_translate(f"--model={tmp_path / 'model'}", f"--input={tmp_path / 'inputs'}",
+                                 f"--output={out}", f"--direction={direction}",
+                                 f"--batch_size={batch_size}", "--output_format=npy")
+            assert done.returncode == 0, done.stderr
+            got = np.stack([np.load(out / f"image{i}.npy") for i in range(3)])
+            np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def pix2pix_artifact(tmp_path_factory):
+    """A train_like Pix2Pix export (the paper's test-time mode), its workdir and task."""
+    from tiny_configs import tiny_pix2pix_config
+
+    root = tmp_path_factory.mktemp("artifact")
+    task, state = make_workdir(tiny_pix2pix_config(), str(root / "run"))
+    export.export_generators(str(root / "run"), str(root / "model"), savedmodel=True)
+    return root, task, state
+
+
+def test_train_like_outputs_do_not_depend_on_the_batch(pix2pix_artifact, tmp_path):
+    root, _, _ = pix2pix_artifact
+    write_images(tmp_path / "inputs", 3, 32, 32)
+    outputs = []
+    for batch_size in (1, 3):
+        done = run_translate(f"--model={root / 'model'}", f"--input={tmp_path / 'inputs'}",
+                             f"--output={tmp_path / str(batch_size)}", "--output_format=npy",
+                             f"--batch_size={batch_size}", "--seed=3")
+        assert done.returncode == 0, done.stderr
+        outputs.append(np.stack([np.load(tmp_path / str(batch_size) / f"image{i}.npy")
+                                 for i in range(3)]))
+    # Per-image batch statistics, and dropout masks keyed by (seed, image): batch-independent.
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+    assert np.abs(outputs[0][0] - outputs[0][1]).max() > 0.01  # Different images differ.
+
+
+def test_the_savedmodel_computes_what_the_jax_artifact_does(pix2pix_artifact):
+    root, _, _ = pix2pix_artifact
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 64, 3)).astype(np.float32)
+    ids = np.array([4, 9], np.int32)
+    expected = translate.ExportedGenerator(str(root / "model"), seed=3)(images, ids)
+    serve = tf.saved_model.load(str(root / "model" / "savedmodel" / "AtoB")).signatures[
+        "serving_default"]
+    got = serve(images=tf.constant(images), seed=tf.constant(3), example_ids=tf.constant(ids))
+    np.testing.assert_allclose(got["images"].numpy(), expected, atol=1e-5)
+
+
+def test_translate_handles_every_kind_of_image_and_reports_a_corrupt_one(pix2pix_artifact,
+                                                                         tmp_path):
+    root, _, _ = pix2pix_artifact
+    inputs = tmp_path / "inputs"
+    (inputs / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (40, 40), np.uint8)).save(inputs / "gray.png")
+    rgba = rng.integers(0, 256, (50, 45, 4), np.uint8)
+    Image.fromarray(rgba).save(inputs / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (40, 70, 3), np.uint8)).save(
+        inputs / "nested" / "wide.jpg", quality=90)
+    (inputs / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image" * 8)
+    before = {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()}
+
+    done = run_translate(f"--model={root / 'model'}", f"--input={inputs}",
+                         f"--output={tmp_path / 'out'}")
+    assert done.returncode == 1
+    assert "corrupt.png" in done.stderr and "wrote 3 of 4 images" in done.stderr
+    results = {name: Image.open(tmp_path / "out" / name)
+               for name in ("gray.png", "rgba.png", "nested/wide.png")}
+    assert {name: (image.mode, image.size) for name, image in results.items()} == {
+        "gray.png": ("RGB", (40, 40)), "rgba.png": ("RGBA", (45, 50)),
+        "nested/wide.png": ("RGB", (70, 40))}
+    np.testing.assert_array_equal(np.asarray(results["rgba.png"])[..., 3], rgba[..., 3])
+    assert not (tmp_path / "out" / "corrupt.png").exists()
+
+    # Resizing to the training size and back also gives the input's size.
+    done = run_translate(f"--model={root / 'model'}", f"--input={inputs / 'nested' / 'wide.jpg'}",
+                         f"--output={tmp_path / 'resized'}", "--fit=resize")
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "resized" / "wide.png").size == (70, 40)
+
+    # Writing next to the inputs would overwrite them: refused, nothing touched.
+    done = run_translate(f"--model={root / 'model'}", f"--input={inputs}", f"--output={inputs}")
+    assert done.returncode != 0 and "would overwrite an input" in done.stderr
+    assert {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()} == before
+
+
+class PixelwiseGenerator:
+    """A stand-in network with no spatial context, for which tiling must change nothing."""
+
+    multiple, minimum = 8, 8
+
+    def __call__(self, images, example_ids):
+        return np.tanh(images * 2.0 + example_ids[:, None, None, None])
+
+
+def test_tiles_blend_back_into_the_whole_image():
+    image = np.random.default_rng(3).uniform(-1, 1, (72, 120, 3)).astype(np.float32)
+    whole = PixelwiseGenerator()(image[None], np.array([5]))[0]
+    tiled = translate.run_tiled(PixelwiseGenerator(), image, 5, tile=32, overlap=8,
+                                batch_size=3)
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+    assert translate.tile_starts(72, 32, 8) == [0, 24, 40]
+    assert translate.ramp(32, 8).min() > 0
+
+
+def test_one_tile_covering_the_image_is_the_untiled_output(pix2pix_artifact):
+    root, _, _ = pix2pix_artifact
+    generator = translate.ExportedGenerator(str(root / "model"))
+    image = np.random.default_rng(4).uniform(-1, 1, (64, 64, 3)).astype(np.float32)
+    whole = generator(image[None], np.array([0]))[0]
+    np.testing.assert_allclose(
+        translate.run_tiled(generator, image, 0, tile=64, overlap=16, batch_size=2), whole,
+        atol=1e-6)
+    tiled = translate.run_tiled(generator, image, 0, tile=32, overlap=16, batch_size=2)
+    assert tiled.shape == whole.shape and np.isfinite(tiled).all()
+
+
+def test_export_refuses_what_it_cannot_do(pix2pix_artifact, tmp_path):
+    root, _, _ = pix2pix_artifact
+    with pytest.raises(ValueError, match="has only AtoB"):
+        export.export_generators(str(root / "run"), str(tmp_path / "m"), directions=["BtoA"])
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no i2i_jax export"):
+        export.export_generators(str(root / "run"), str(tmp_path / "taken"))
+    config = workdir_config.load(str(root / "run"))
+    with open(root / "model" / "manifest.json") as f:
+        assert json.load(f)["config"]["netG"] == config.netG == "unet_32"
+    (tmp_path / "untrained").mkdir()
+    workdir_config.check_and_record(config, str(tmp_path / "untrained"), None, False, True)
+    with pytest.raises(FileNotFoundError, match="has no checkpoint to export"):
+        export.export_generators(str(tmp_path / "untrained"), str(tmp_path / "m"))
