@@ -12,9 +12,9 @@ class UNetGenerator(layers.ConvNet):
     Level i (0 = outermost) has a 4x4 stride-2 conv to `ngf * min(2**i, 8)` channels. Norm follows
     every down-conv but the first and the innermost, and every up-conv but the outermost. Dropout
     (0.5) follows the up-convs of the 512-wide levels between level 4 and the innermost, as in the
-    reference. A skip connection concatenates the LeakyReLU-activated encoder feature: the
-    reference's in-place LeakyReLU overwrites the tensor it later concatenates, and pretrained
-    reference weights expect that.
+    reference. A skip connection concatenates the LeakyReLU-activated encoder feature, as the
+    reference's in-place LeakyReLU leaves it; the concatenation only ever feeds a ReLU, for
+    which the activated and the raw feature are the same.
     """
 
     output_nc: int = 3
