@@ -5,6 +5,10 @@ FLOPs per step from XLA's cost analysis, the collectives of the compiled step an
 they move, and the devices used. The batch is random uint8 data of the config's shape, so the
 figure is the model's cost, not the input pipeline's.
 
+`--compare-torch` (no --config) instead times i2i_jax against the PyTorch baseline on the rows
+of `compare_torch.ROWS` (Pix2Pix and CycleGAN train steps, generator inference), alternating the
+two; see `compare_torch.py`.
+
 `--scaling=1,2,4,8` instead times the step on each of those numbers of virtual CPU devices, at
 the config's `batch_size` per device, each in a fresh process (the device count is fixed when
 JAX starts). Virtual devices share this machine's cores, so each row adds its images/s
@@ -17,7 +21,6 @@ import json
 import math
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,14 +31,20 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2i_jax import parallel, tasks
+from i2i_jax import compare_torch, parallel, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up step.")
 _SCALING = flags.DEFINE_list("scaling", None, "Virtual CPU device counts to time the step on, "
                              "at batch_size per device.")
-flags.mark_flags_as_required(["config"])
+_COMPARE_TORCH = flags.DEFINE_bool("compare-torch", False,
+                                   "Time i2i_jax against the PyTorch baseline, side by side.")
+_ROWS = flags.DEFINE_list("rows", None, "With --compare-torch: the rows to run (names from "
+                          "compare_torch.ROWS; default all).")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "With --compare-torch: A B rounds per row.")
+_STEPS_PER_ROUND = flags.DEFINE_integer("steps_per_round", 2,
+                                        "With --compare-torch: steps per turn.")
 
 _COLLECTIVE = re.compile(r"=\s*(.+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|"
                          r"collective-permute)(?:-start)?\(")
@@ -50,12 +59,6 @@ def collectives(hlo_text: str) -> list[tuple[str, int]]:
                    for _, bits, dims in _ARRAY.findall(result_type))
         found.append((kind, size))
     return found
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports kilobytes, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -92,7 +95,7 @@ def benchmark_train_step(config, steps: int) -> dict:
             "crop_size": config.crop_size, "batch_size": config.batch_size,
             "step_time_ms": round(step_s * 1e3, 3),
             "images_per_sec": round(config.batch_size / step_s, 3),
-            "compile_s": round(compile_s, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "compile_s": round(compile_s, 3), "peak_rss_mb": round(compare_torch.peak_rss_mb(), 1),
             "flops_per_step": float(cost.get("flops", float("nan"))) if cost else float("nan"),
             "collectives": dict(collections.Counter(kind for kind, _ in found)),
             "collective_bytes": sum(size for _, size in found),
@@ -121,6 +124,16 @@ def scaling(device_counts: list[int], per_device_batch: int) -> list[dict]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _COMPARE_TORCH.value:
+        rows = [row for row in compare_torch.ROWS
+                if not _ROWS.value or row["name"] in _ROWS.value]
+        if not rows:
+            raise app.UsageError(f"--rows matches none of "
+                                 f"{[row['name'] for row in compare_torch.ROWS]}")
+        compare_torch.compare(rows, _ROUNDS.value, _STEPS_PER_ROUND.value)
+        return
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required (or --compare-torch)")
     if _SCALING.value:
         for row in scaling([int(n) for n in _SCALING.value], _CONFIG.value.batch_size):
             print(json.dumps(row), flush=True)

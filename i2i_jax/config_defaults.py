@@ -28,6 +28,9 @@ def _common() -> ml_collections.ConfigDict:
     c.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
     # Batch-norm statistics over the global batch (True) or per device, as pmap gave (False).
     c.sync_batch_stats = True
+    # How transposed convolutions are computed: auto (subpixel on CPU, XLA's own elsewhere),
+    # native or subpixel. The same parameters and outputs either way; only the speed differs.
+    c.conv_lowering = "auto"
 
     # Objective and optimizer.
     c.gan_mode = "vanilla"

@@ -14,12 +14,13 @@ import tensorflow as tf
 log = logging.getLogger("i2i_jax")
 
 CONFIG_FILE = "config.json"
-# Keys that change what a run reports, how often it saves or how it evaluates, but never the
-# parameters it reaches: they may change on resume without --allow_config_change.
+# Keys that change what a run reports, how often it saves, how it evaluates or how it computes
+# the same sums, but never the parameters it reaches (beyond float rounding): they may change on
+# resume without --allow_config_change.
 BOOKKEEPING_KEYS = frozenset({
     "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
     "num_sample_images", "eval_batch_size", "eval_mode", "data.eval_split",
-    "data.num_parallel_calls"})
+    "data.num_parallel_calls", "conv_lowering"})
 
 
 class ConfigChangedError(ValueError):

@@ -3,12 +3,17 @@
 This must happen before any JAX computation; single-device checks build a mesh of one device.
 """
 
+import pathlib
+import sys
+
 import jax
 import numpy as np
 import pytest
 
 NUM_DEVICES = 4
 jax.config.update("jax_num_cpu_devices", NUM_DEVICES)
+# The PyTorch baseline, benchmarks/torch_reference.py, imports as `torch_reference`.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from tiny_configs import tiny_cyclegan_config, tiny_pix2pix_config  # noqa: E402
 

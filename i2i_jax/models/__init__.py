@@ -22,7 +22,7 @@ def _common(config, batch_axis: str | None) -> dict:
     and dropout need to act on the global batch (None: a module for single-array use)."""
     return dict(norm=config.norm, init_type=config.init_type, init_gain=config.init_gain,
                 sync_batch_stats=config.sync_batch_stats, batch_axis=batch_axis,
-                dtype=compute_dtype(config))
+                dtype=compute_dtype(config), conv_lowering=config.get("conv_lowering", "auto"))
 
 
 def build_generator(config, batch_axis: str | None = None):

@@ -4,14 +4,17 @@ Convolutions use explicit PyTorch-style padding so that output shapes and parame
 match the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix) exactly.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NORMS = ("batch", "instance", "none")
+LOWERINGS = ("auto", "native", "subpixel")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 NORM_EPS = 1e-5  # PyTorch's default for BatchNorm2d and InstanceNorm2d.
 BATCH_NORM_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch.
@@ -156,25 +159,101 @@ def conv(features: int, kernel: int, stride: int, padding: int, use_bias: bool,
                    kernel_init=kernel_init, dtype=dtype, name=name)
 
 
-def up_conv(features: int, use_bias: bool, kernel_init: Callable, dtype,
-            name: str) -> nn.ConvTranspose:
-    """A 4x4, stride-2, padding-1 transposed convolution: doubles height and width.
+def native_conv_transpose(x, kernel, padding: int, output_padding: int):
+    """torch.nn.ConvTranspose2d(stride=2, padding, output_padding) as XLA's transposed
+    convolution: a convolution of the zero-dilated input with the flipped kernel."""
+    k = kernel.shape[0]
+    pads = ((k - 1 - padding, k - 1 - padding + output_padding),) * 2
+    return jax.lax.conv_transpose(x, kernel, (2, 2), pads, transpose_kernel=True)
 
-    Padding k-1-p = 2 on the dilated input with a flipped kernel is the exact equivalent of
-    torch.nn.ConvTranspose2d(kernel_size=4, stride=2, padding=1).
+
+def _phase_taps(kernel_size: int, padding: int, phase: int) -> list[tuple[int, int]]:
+    """(input offset, kernel tap) pairs, by offset: along one axis, output 2i + phase of a
+    stride-2 transposed convolution sums input i + offset times kernel tap `tap`."""
+    return sorted(((phase + padding - tap) // 2, tap) for tap in range(kernel_size)
+                  if (phase + padding - tap) % 2 == 0)
+
+
+def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int):
+    """The same transposed convolution as four stride-1 convolutions, one per output phase
+    (even or odd row and column), interleaved: no multiplications by inserted zeros, and the
+    kernel's gradient is an ordinary convolution's (on XLA:CPU, many times faster than a
+    transposed convolution's)."""
+    n, h, w, _ = x.shape
+    k = kernel.shape[0]
+    if (h - 1) * 2 - 2 * padding + k + output_padding != 2 * h:
+        raise ValueError(f"a {k}x{k} transposed convolution with padding {padding} and output "
+                         f"padding {output_padding} does not double the size")
+    phases = [_phase_taps(k, padding, phase) for phase in (0, 1)]
+    margin = max(abs(offset) for taps in phases for offset, _ in taps)
+    padded = jnp.pad(x, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
+    rows = []
+    for taps_y in phases:
+        row = []
+        for taps_x in phases:
+            taps = kernel[np.array([t for _, t in taps_y])][:, np.array([t for _, t in taps_x])]
+            top, left = margin + taps_y[0][0], margin + taps_x[0][0]
+            window = padded[:, top:top + h + len(taps_y) - 1, left:left + w + len(taps_x) - 1]
+            row.append(jax.lax.conv_general_dilated(
+                window, taps.transpose(0, 1, 3, 2), (1, 1), "VALID",
+                dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        rows.append(jnp.stack(row, axis=3))  # [n, h, w, column phase, c]
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, kernel.shape[2])
+
+
+class UpConv(nn.Module):
+    """A stride-2 transposed convolution with torch.nn.ConvTranspose2d's `padding` and
+    `output_padding`: doubles height and width. Its parameters are flax ConvTranspose's with
+    `transpose_kernel=True` (kernel [kh, kw, out, in]: torch's weight [in, out, kh, kw]
+    transposed), so checkpoints do not depend on `lowering`.
+
+    `lowering`: `native` (XLA's transposed convolution), `subpixel` (four small convolutions,
+    see `subpixel_conv_transpose`), or `auto`: subpixel on CPU, native on GPU and TPU, chosen per
+    platform when the step is lowered, so an exported function carries both.
     """
-    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                            transpose_kernel=True, use_bias=use_bias, kernel_init=kernel_init,
-                            dtype=dtype, name=name)
+
+    features: int
+    kernel_size: int
+    padding: int
+    output_padding: int = 0
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    dtype: Any = jnp.float32
+    lowering: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (k, k, self.features, x.shape[-1]))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        native, subpixel = (functools.partial(f, padding=self.padding,
+                                              output_padding=self.output_padding)
+                            for f in (native_conv_transpose, subpixel_conv_transpose))
+        if self.lowering == "native":
+            y = native(x, kernel)
+        elif self.lowering == "subpixel":
+            y = subpixel(x, kernel)
+        elif self.lowering == "auto":
+            y = jax.lax.platform_dependent(x, kernel, cpu=subpixel, default=native)
+        else:
+            raise ValueError(f"conv_lowering={self.lowering!r} is not one of {LOWERINGS}")
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return y
 
 
-def up_conv3(features: int, use_bias: bool, kernel_init: Callable, dtype,
-             name: str) -> nn.ConvTranspose:
-    """A 3x3, stride-2 transposed convolution with padding 1 and output padding 1 (CycleGAN's
-    upsampling): on the dilated input that is padding 1 before and 2 after."""
-    return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                            transpose_kernel=True, use_bias=use_bias, kernel_init=kernel_init,
-                            dtype=dtype, name=name)
+def up_conv(features: int, use_bias: bool, kernel_init: Callable, dtype, name: str,
+            lowering: str) -> UpConv:
+    """4x4, stride 2, padding 1: the U-Net's upsampling."""
+    return UpConv(features, 4, padding=1, use_bias=use_bias, kernel_init=kernel_init,
+                  dtype=dtype, lowering=lowering, name=name)
+
+
+def up_conv3(features: int, use_bias: bool, kernel_init: Callable, dtype, name: str,
+             lowering: str) -> UpConv:
+    """3x3, stride 2, padding 1, output padding 1: CycleGAN's upsampling."""
+    return UpConv(features, 3, padding=1, output_padding=1, use_bias=use_bias,
+                  kernel_init=kernel_init, dtype=dtype, lowering=lowering, name=name)
 
 
 class ConvNet(nn.Module):
@@ -186,6 +265,7 @@ class ConvNet(nn.Module):
     sync_batch_stats: bool = True
     batch_axis: str | None = None  # The mesh axis the global batch is split along, if any.
     dtype: Any = jnp.float32
+    conv_lowering: str = "auto"  # How transposed convolutions are computed; see UpConv.
 
     def kernel_init(self) -> Callable:
         return weight_init(self.init_type, self.init_gain)

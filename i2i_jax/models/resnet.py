@@ -59,10 +59,10 @@ class ResnetGenerator(layers.ConvNet):
         for i in range(self.n_blocks):
             h = ResnetBlock(norm=self.norm, init_type=self.init_type, init_gain=self.init_gain,
                             sync_batch_stats=self.sync_batch_stats, batch_axis=self.batch_axis,
-                            dtype=self.dtype, use_dropout=self.use_dropout,
-                            name=f"block{i}")(h, train)
+                            dtype=self.dtype, conv_lowering=self.conv_lowering,
+                            use_dropout=self.use_dropout, name=f"block{i}")(h, train)
         for i in range(2):
             h = norm_relu(layers.up_conv3(self.ngf * 2 ** (1 - i), bias, init, self.dtype,
-                                          f"upsample{i}")(h))
+                                          f"upsample{i}", self.conv_lowering)(h))
         h = layers.conv(self.output_nc, 7, 1, 0, True, init, self.dtype, "out")(reflect_pad(h, 3))
         return jnp.tanh(h).astype(jnp.float32)

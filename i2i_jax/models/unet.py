@@ -45,11 +45,13 @@ class UNetGenerator(layers.ConvNet):
                 h = self.normalize(h, train)
 
         for i in range(innermost, 0, -1):
-            h = layers.up_conv(widths[i - 1], inner_bias, init, self.dtype, f"up{i}")(nn.relu(h))
+            h = layers.up_conv(widths[i - 1], inner_bias, init, self.dtype, f"up{i}",
+                               self.conv_lowering)(nn.relu(h))
             h = self.normalize(h, train)
             if self.use_dropout and 4 <= i < innermost:
                 h = self.dropout(h, train)
             h = jnp.concatenate([skips[i - 1], h], axis=-1)
 
-        h = layers.up_conv(self.output_nc, True, init, self.dtype, "up0")(nn.relu(h))
+        h = layers.up_conv(self.output_nc, True, init, self.dtype, "up0",
+                           self.conv_lowering)(nn.relu(h))
         return jnp.tanh(h).astype(jnp.float32)

@@ -1,0 +1,70 @@
+"""The PyTorch baseline of the benchmark does the same work as i2i_jax: the same parameters as
+i2i_jax's networks and the reference's published counts, and the same FLOPs per iteration as
+XLA counts in i2i_jax's compiled step."""
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip(
+    "torch", reason="the baseline's tests need PyTorch; install the optional extra: "
+    "pip install -e '.[torch]'")
+
+import torch_reference  # noqa: E402  (needs torch)
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from i2i_jax import benchmark, config_defaults, parallel, tasks  # noqa: E402
+
+# From REFERENCE.md: what the reference prints for its networks.
+REFERENCE_COUNTS = {("pix2pix", "G"): 54_413_955, ("pix2pix", "D"): 2_768_705,
+                    ("cycle_gan", "G_A"): 11_378_179, ("cycle_gan", "D_A"): 2_764_737}
+
+
+def iteration(model: str, **options):
+    cls = (torch_reference.Pix2PixIteration if model == "pix2pix"
+           else torch_reference.CycleGANIteration)
+    return cls(**options)
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
+def test_parameter_counts_equal_i2i_jax_and_the_reference(model):
+    config = config_defaults.pix2pix() if model == "pix2pix" else config_defaults.cyclegan()
+    task = tasks.build_task(config, steps_per_epoch=1)
+    shapes = jax.eval_shape(task.init_state, 0)
+    baseline = iteration(model)
+    for name, net in baseline.nets().items():
+        ours = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes.nets[name].params))
+        theirs = sum(p.numel() for p in net.parameters())
+        assert ours == theirs, name
+        if (model, name) in REFERENCE_COUNTS:
+            assert theirs == REFERENCE_COUNTS[model, name], name
+
+
+def small_config(model: str, size: int):
+    config = config_defaults.pix2pix() if model == "pix2pix" else config_defaults.cyclegan()
+    config.crop_size = config.load_size = size
+    config.netG = f"unet_{size}" if model == "pix2pix" else "resnet_3blocks"
+    # Wide enough that convolutions dominate, as at full size: XLA also counts elementwise
+    # work (norms, activations, Adam), which FlopCounterMode leaves out.
+    config.ngf = config.ndf = 32
+    config.batch_size = 2
+    return config
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
+def test_flops_per_iteration_match_xla_within_two_percent(model):
+    config = small_config(model, 64)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    task = tasks.build_task(config, steps_per_epoch=10)
+    state = parallel.init_replicated(task.init_state, 0, mesh)
+    batch = parallel.to_global(benchmark.random_batch(config, np.random.default_rng(0)), mesh)
+    compiled = parallel.jit_train_step(task.train_step, mesh).lower(state, batch).compile()
+    cost = compiled.cost_analysis()
+    xla_flops = (cost[0] if isinstance(cost, list | tuple) else cost)["flops"]
+
+    baseline = iteration(model, netG=config.netG, ngf=32, ndf=32, norm=config.norm)
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    with FlopCounterMode(display=False) as counter:
+        baseline(images, images.flip(0))
+    torch_flops = counter.get_total_flops()
+    assert abs(xla_flops / torch_flops - 1) < 0.02, (xla_flops, torch_flops)
