@@ -1,5 +1,8 @@
-"""Every lowering of the transposed convolutions computes the same function and gradients as
-torch.nn.ConvTranspose2d's definition, written out by hand."""
+"""Every lowering of the convolutions computes the same function and gradients: transposed
+convolutions as torch.nn.ConvTranspose2d's definition written out by hand, the GEMM kernel
+gradients as autodiff of XLA's convolution."""
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -32,7 +35,7 @@ def torch_definition(x, kernel, padding, output_padding):
     return out
 
 
-@pytest.mark.parametrize("lowering", ["native", "subpixel"])
+@pytest.mark.parametrize("lowering", ["native", "subpixel", "gemm"])
 @pytest.mark.parametrize("kernel_size, padding, output_padding", CASES)
 def test_each_lowering_is_the_transposed_convolution(lowering, kernel_size, padding,
                                                      output_padding):
@@ -40,7 +43,9 @@ def test_each_lowering_is_the_transposed_convolution(lowering, kernel_size, padd
     x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)  # Odd, non-square.
     kernel = rng.normal(size=(kernel_size, kernel_size, 4, 3)).astype(np.float32)
     function = {"native": layers.native_conv_transpose,
-                "subpixel": layers.subpixel_conv_transpose}[lowering]
+                "subpixel": functools.partial(layers.subpixel_conv_transpose,
+                                              conv=layers.cpu_best_conv),
+                "gemm": layers.gemm_conv_transpose}[lowering]
     y = function(jnp.asarray(x), jnp.asarray(kernel), padding, output_padding)
     np.testing.assert_allclose(y, torch_definition(x, kernel, padding, output_padding),
                                rtol=1e-5, atol=1e-5)
@@ -54,16 +59,19 @@ def test_lowerings_have_the_same_gradients(kernel_size, padding, output_padding)
     cotangent = jnp.asarray(rng.normal(size=(2, 12, 8, 3)), jnp.float32)
     grads = {}
     for name, function in (("native", layers.native_conv_transpose),
-                           ("subpixel", layers.subpixel_conv_transpose)):
+                           ("subpixel", functools.partial(layers.subpixel_conv_transpose,
+                                                          conv=layers.cpu_conv)),
+                           ("gemm", layers.gemm_conv_transpose)):
         _, vjp = jax.vjp(lambda x, k, f=function: f(x, k, padding, output_padding), x, kernel)
         grads[name] = vjp(cotangent)
-    for native, subpixel in zip(grads["native"], grads["subpixel"], strict=True):
-        np.testing.assert_allclose(subpixel, native, rtol=1e-4, atol=1e-4)
+    for other in ("subpixel", "gemm"):
+        for native, cpu in zip(grads["native"], grads[other], strict=True):
+            np.testing.assert_allclose(cpu, native, rtol=1e-4, atol=1e-4, err_msg=other)
 
 
 def test_the_layer_keeps_flax_conv_transpose_parameters():
     """Same names, shapes and initial values as the flax layer it replaced, so checkpoints and
-    seeds carry over; `auto` on this CPU is the subpixel form."""
+    seeds carry over; `auto` on this CPU is the cpu form."""
     x = jnp.asarray(np.random.default_rng(2).normal(size=(1, 4, 4, 6)), jnp.float32)
     init = nn.initializers.normal(0.02)
     flax_layer = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
@@ -71,15 +79,15 @@ def test_the_layer_keeps_flax_conv_transpose_parameters():
     expected = flax_layer.init(jax.random.PRNGKey(3), x)
     outputs = {}
     for lowering in layers.LOWERINGS:
-        layer = layers.up_conv(5, True, init, jnp.float32, "up", lowering)
+        layer = layers.UpConv(5, 4, 1, 0, True, init, jnp.float32, lowering)
         variables = layer.init(jax.random.PRNGKey(3), x)
         jax.tree.map(np.testing.assert_array_equal, variables, expected)
         variables = jax.tree.map(lambda v: v + 0.1, variables)  # A non-zero bias too.
         outputs[lowering] = jax.jit(layer.apply)(variables, x)
     np.testing.assert_allclose(outputs["native"], flax_layer.apply(
         jax.tree.map(lambda v: v + 0.1, expected), x), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(outputs["subpixel"], outputs["native"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(outputs["auto"], outputs["subpixel"])
+    np.testing.assert_allclose(outputs["cpu"], outputs["native"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(outputs["auto"], outputs["cpu"])
 
 
 @pytest.mark.parametrize("netG", ["unet_32", "resnet_2blocks"])
@@ -87,7 +95,7 @@ def test_generators_compute_the_same_with_either_lowering(netG, tiny_config):
     tiny_config.netG, tiny_config.no_dropout = netG, True
     images = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
     results = {}
-    for lowering in ("native", "subpixel"):
+    for lowering in ("native", "cpu"):
         tiny_config.conv_lowering = lowering
         generator = models.build_generator(tiny_config)
         variables = generator.init(jax.random.PRNGKey(0), images, train=False)
@@ -99,4 +107,41 @@ def test_generators_compute_the_same_with_either_lowering(netG, tiny_config):
 
         results[lowering] = jax.jit(jax.value_and_grad(loss))(variables["params"])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 results["subpixel"], results["native"])
+                 results["cpu"], results["native"])
+
+
+# (in, out, kernel, stride, padding): each way `gemm_kernel_gradient` takes. Few input channels
+# (one stacked GEMM), few output channels at stride 1 (stacked shifts of the output gradient),
+# and wide layers (one GEMM per tap), at stride 1 and 2; unpadded ones too, which
+# `padded_native_conv` pads and crops.
+CONV_CASES = [(3, 16, 4, 2, 1), (6, 8, 7, 1, 3), (64, 3, 7, 1, 3), (48, 1, 4, 1, 1),
+              (40, 24, 3, 1, 1), (40, 24, 4, 2, 1), (40, 24, 3, 2, 1), (40, 24, 3, 1, 0),
+              (64, 3, 7, 1, 0)]
+
+
+@pytest.mark.parametrize("in_c, out_c, k, stride, padding", CONV_CASES)
+def test_cpu_forms_have_xla_convolution_outputs_and_gradients(in_c, out_c, k, stride, padding):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 11, 9, in_c)), jnp.float32)
+    kernel_w = k - 1 if k > 3 else k  # Non-square too, as the sub-pixel phases are.
+    kernel = jnp.asarray(rng.normal(size=(k, kernel_w, in_c, out_c)), jnp.float32)
+    results = {}
+    for name, function in (("native", layers.native_conv), ("cpu", layers.cpu_conv),
+                           ("im2col", layers.im2col_conv)):
+        y, vjp = jax.vjp(lambda x, w, f=function: f(x, w, stride, padding), x, kernel)
+        cotangent = jnp.asarray(np.random.default_rng(6).normal(size=y.shape), jnp.float32)
+        results[name] = (y, *vjp(cotangent))
+    for other in ("cpu", "im2col"):
+        for native, cpu in zip(results["native"], results[other], strict=True):
+            np.testing.assert_allclose(cpu, native, rtol=1e-4, atol=1e-3, err_msg=other)
+
+
+def test_the_conv_layer_keeps_flax_conv_parameters():
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(1, 8, 8, 6)), jnp.float32)
+    init = nn.initializers.normal(0.02)
+    expected = nn.Conv(5, (4, 4), strides=2, padding=((1, 1), (1, 1)), kernel_init=init).init(
+        jax.random.PRNGKey(3), x)
+    for lowering in layers.LOWERINGS:
+        layer = layers.Conv(5, 4, 2, 1, True, init, jnp.float32, lowering)
+        jax.tree.map(np.testing.assert_array_equal, layer.init(jax.random.PRNGKey(3), x),
+                     expected)

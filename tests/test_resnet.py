@@ -61,7 +61,8 @@ def _torch_conv_transpose3(x, kernel, bias):
 
 def test_upsampling_matches_pytorch_transposed_conv_with_output_padding():
     from i2i_jax.models import layers
-    up = layers.up_conv3(5, True, jax.nn.initializers.normal(1.0), jnp.float32, "up")
+    up = layers.UpConv(5, 3, padding=1, output_padding=1,
+                       kernel_init=jax.nn.initializers.normal(1.0))
     x = jax.random.normal(jax.random.key(0), (2, 4, 3, 6))
     variables = up.init(jax.random.key(1), x)
     p = variables["params"]

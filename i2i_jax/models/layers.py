@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 NORMS = ("batch", "instance", "none")
-LOWERINGS = ("auto", "native", "subpixel")
+LOWERINGS = ("auto", "native", "cpu")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 NORM_EPS = 1e-5  # PyTorch's default for BatchNorm2d and InstanceNorm2d.
 BATCH_NORM_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch.
@@ -151,12 +151,158 @@ def make_norm(norm: str, synchronised: bool, batch_axis: str | None, init_gain: 
     raise ValueError(f"norm={norm!r} is not one of {NORMS}")
 
 
-def conv(features: int, kernel: int, stride: int, padding: int, use_bias: bool,
-         kernel_init: Callable, dtype, name: str) -> nn.Conv:
-    """A square-kernel convolution with symmetric zero padding, like torch.nn.Conv2d."""
-    return nn.Conv(features, (kernel, kernel), strides=stride,
-                   padding=((padding, padding), (padding, padding)), use_bias=use_bias,
-                   kernel_init=kernel_init, dtype=dtype, name=name)
+def native_conv(x, kernel, stride: int, padding: int):
+    """torch.nn.Conv2d's convolution (symmetric zero padding) as XLA's own; kernel [k, k, in,
+    out]."""
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding),) * 2,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+# A side (input or output gradient) with at most this many channels x taps is stacked whole
+# into one GEMM; wider ones take one GEMM per kernel tap.
+_STACKED_GEMM_MAX_COLUMNS = 512
+
+
+def gemm_kernel_gradient(x, dy, kernel_shape: tuple[int, int], stride: int, padding: int):
+    """The kernel gradient of `native_conv` as GEMMs over all positions: for each tap (a, b),
+    the input's positions that tap reaches, transposed, times the output gradient.
+
+    XLA:CPU computes this gradient as a convolution whose kernel is the whole output, several
+    times slower than these GEMMs. Few input channels: all taps stacked into one GEMM. Few
+    output channels (stride 1): the output gradient shifted once per tap and stacked instead.
+    """
+    kh, kw = kernel_shape
+    n, out_h, out_w, out_c = dy.shape
+    in_c = x.shape[-1]
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+    def reached_by(a, b):  # [positions, in_c]
+        return padded[:, a:a + stride * (out_h - 1) + 1:stride,
+                      b:b + stride * (out_w - 1) + 1:stride].reshape(-1, in_c)
+
+    taps = [(a, b) for a in range(kh) for b in range(kw)]
+    flat_dy = dy.reshape(-1, out_c)
+    if in_c * len(taps) <= _STACKED_GEMM_MAX_COLUMNS:
+        stacked = jnp.concatenate([reached_by(a, b) for a, b in taps], axis=1)
+        return jnp.dot(stacked.T, flat_dy).reshape(kh, kw, in_c, out_c)
+    if stride == 1 and out_c * len(taps) <= _STACKED_GEMM_MAX_COLUMNS:
+        # dW[a, b] = sum over padded positions (u, v) of x[u, v] dy[u - a, v - b].
+        wide = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+        size_h, size_w = padded.shape[1:3]
+        shifted = jnp.concatenate([wide[:, kh - 1 - a:kh - 1 - a + size_h,
+                                        kw - 1 - b:kw - 1 - b + size_w] for a, b in taps],
+                                  axis=-1)
+        gradient = jnp.dot(padded.reshape(-1, in_c).T, shifted.reshape(-1, len(taps) * out_c))
+        return gradient.reshape(in_c, kh, kw, out_c).transpose(1, 2, 0, 3)
+    return jnp.stack([jnp.dot(reached_by(a, b).T, flat_dy) for a, b in taps]).reshape(
+        kh, kw, in_c, out_c)
+
+
+def padded_native_conv(x, kernel, stride: int, padding: int):
+    """`native_conv`, but an unpadded stride-1 convolution pads by one and crops the border it
+    adds: XLA:CPU runs unpadded convolutions several times slower than padded ones, much more
+    than the extra border costs."""
+    if padding == 0 and stride == 1 and max(kernel.shape[:2]) > 1:
+        return native_conv(x, kernel, 1, 1)[:, 1:-1, 1:-1]
+    return native_conv(x, kernel, stride, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def cpu_conv(x, kernel, stride: int, padding: int):
+    """`native_conv` computed as XLA:CPU runs fastest: the forward pass by
+    `padded_native_conv`, the input gradient by XLA's own rule and the kernel gradient by
+    `gemm_kernel_gradient`."""
+    return padded_native_conv(x, kernel, stride, padding)
+
+
+def _cpu_conv_forward(x, kernel, stride, padding):
+    return padded_native_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _cpu_conv_backward(stride, padding, residuals, dy):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: native_conv(x, kernel, stride, padding), x)
+    kernel_gradient = gemm_kernel_gradient(x, dy, kernel.shape[:2], stride, padding)
+    # Under shard_map, a kernel that is the same on every device (one autodiff does not
+    # differentiate) gets its per-device gradients summed, as autodiff would.
+    summed_over = tuple(sorted(jax.typeof(kernel_gradient).manual_axis_type.varying
+                               - jax.typeof(kernel).manual_axis_type.varying))
+    if summed_over:
+        kernel_gradient = jax.lax.psum(kernel_gradient, summed_over)
+    return input_vjp(dy)[0], kernel_gradient.astype(kernel.dtype)
+
+
+cpu_conv.defvjp(_cpu_conv_forward, _cpu_conv_backward)
+
+
+def im2col_conv(x, kernel, stride: int, padding: int):
+    """`native_conv` as one GEMM: every output position's receptive field, all taps stacked,
+    times the kernel. Cheapest on XLA:CPU for tiny images, where a convolution's overheads
+    dominate its arithmetic."""
+    kh, kw, in_c, out_c = kernel.shape
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    out_h = (padded.shape[1] - kh) // stride + 1
+    out_w = (padded.shape[2] - kw) // stride + 1
+    fields = jnp.concatenate(
+        [padded[:, a:a + stride * (out_h - 1) + 1:stride, b:b + stride * (out_w - 1) + 1:stride]
+         for a in range(kh) for b in range(kw)], axis=-1)
+    return jnp.dot(fields, kernel.reshape(kh * kw * in_c, out_c))
+
+
+# Images with at most this many positions count as tiny for the GEMM forms.
+_TINY_POSITIONS = 256
+
+
+def _spatial_size(x) -> int | None:
+    """Height x width, or None while shapes are symbolic (an export for every size)."""
+    h, w = x.shape[1:3]
+    return h * w if isinstance(h, int) and isinstance(w, int) else None
+
+
+def cpu_best_conv(x, kernel, stride: int, padding: int):
+    """The fastest form on XLA:CPU: `im2col_conv` for tiny outputs, else `cpu_conv`."""
+    size = _spatial_size(x)
+    if size is not None and size // (stride * stride) <= _TINY_POSITIONS // 4:
+        return im2col_conv(x, kernel, stride, padding)
+    return cpu_conv(x, kernel, stride, padding)
+
+
+def lowered(lowering: str, native: Callable, cpu: Callable, *args):
+    """`native(*args)` or `cpu(*args)` by `lowering`; `auto` picks per platform when the step
+    is lowered (cpu on CPU, native on GPU and TPU), so an exported function carries both."""
+    if lowering == "native":
+        return native(*args)
+    if lowering == "cpu":
+        return cpu(*args)
+    if lowering == "auto":
+        return jax.lax.platform_dependent(*args, cpu=cpu, default=native)
+    raise ValueError(f"conv_lowering={lowering!r} is not one of {LOWERINGS}")
+
+
+class Conv(nn.Module):
+    """A square-kernel convolution with symmetric zero padding, like torch.nn.Conv2d. Its
+    parameters are flax nn.Conv's (kernel [k, k, in, out], bias), whatever the `lowering`."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    padding: int
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    dtype: Any = jnp.float32
+    lowering: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        stride, padding = self.stride, self.padding
+        y = lowered(self.lowering, lambda x, k: native_conv(x, k, stride, padding),
+                    lambda x, k: cpu_best_conv(x, k, stride, padding), x, kernel)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return y
 
 
 def native_conv_transpose(x, kernel, padding: int, output_padding: int):
@@ -174,11 +320,12 @@ def _phase_taps(kernel_size: int, padding: int, phase: int) -> list[tuple[int, i
                   if (phase + padding - tap) % 2 == 0)
 
 
-def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int):
+def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int,
+                            conv: Callable = native_conv):
     """The same transposed convolution as four stride-1 convolutions, one per output phase
     (even or odd row and column), interleaved: no multiplications by inserted zeros, and the
     kernel's gradient is an ordinary convolution's (on XLA:CPU, many times faster than a
-    transposed convolution's)."""
+    transposed convolution's). `conv(x, kernel, stride, padding)` computes them."""
     n, h, w, _ = x.shape
     k = kernel.shape[0]
     if (h - 1) * 2 - 2 * padding + k + output_padding != 2 * h:
@@ -194,11 +341,42 @@ def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int):
             taps = kernel[np.array([t for _, t in taps_y])][:, np.array([t for _, t in taps_x])]
             top, left = margin + taps_y[0][0], margin + taps_x[0][0]
             window = padded[:, top:top + h + len(taps_y) - 1, left:left + w + len(taps_x) - 1]
-            row.append(jax.lax.conv_general_dilated(
-                window, taps.transpose(0, 1, 3, 2), (1, 1), "VALID",
-                dimension_numbers=("NHWC", "HWIO", "NHWC")))
+            row.append(conv(window, taps.transpose(0, 1, 3, 2), 1, 0))
         rows.append(jnp.stack(row, axis=3))  # [n, h, w, column phase, c]
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, kernel.shape[2])
+
+
+def gemm_conv_transpose(x, kernel, padding: int, output_padding: int):
+    """The same transposed convolution as one GEMM, every input pixel times the whole kernel,
+    whose products are then added at their output positions, phase by phase. Cheapest on
+    XLA:CPU for tiny inputs and for few output channels (the U-Net's last layer)."""
+    n, h, w, in_c = x.shape
+    k, out_c = kernel.shape[0], kernel.shape[2]
+    if (h - 1) * 2 - 2 * padding + k + output_padding != 2 * h:
+        raise ValueError(f"a {k}x{k} transposed convolution with padding {padding} and output "
+                         f"padding {output_padding} does not double the size")
+    products = jnp.dot(x.reshape(-1, in_c), kernel.transpose(3, 0, 1, 2).reshape(in_c, -1))
+    phases = [_phase_taps(k, padding, phase) for phase in (0, 1)]
+    margin = max(abs(offset) for taps in phases for offset, _ in taps)
+    products = jnp.pad(products.reshape(n, h, w, k, k, out_c),
+                       ((0, 0), (margin, margin), (margin, margin), (0, 0), (0, 0), (0, 0)))
+    rows = []
+    for taps_y in phases:
+        row = []
+        for taps_x in phases:
+            row.append(sum(products[:, margin + dy:margin + dy + h, margin + dx:margin + dx + w,
+                                    ty, tx] for dy, ty in taps_y for dx, tx in taps_x))
+        rows.append(jnp.stack(row, axis=3))  # [n, h, w, column phase, c]
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, out_c)
+
+
+def cpu_best_conv_transpose(x, kernel, padding: int, output_padding: int):
+    """The fastest form on XLA:CPU: `gemm_conv_transpose` for tiny inputs or few output
+    channels, else `subpixel_conv_transpose` of `cpu_best_conv`s."""
+    size = _spatial_size(x)
+    if size is not None and (size <= _TINY_POSITIONS or kernel.shape[2] <= 4):
+        return gemm_conv_transpose(x, kernel, padding, output_padding)
+    return subpixel_conv_transpose(x, kernel, padding, output_padding, cpu_best_conv)
 
 
 class UpConv(nn.Module):
@@ -207,9 +385,8 @@ class UpConv(nn.Module):
     `transpose_kernel=True` (kernel [kh, kw, out, in]: torch's weight [in, out, kh, kw]
     transposed), so checkpoints do not depend on `lowering`.
 
-    `lowering`: `native` (XLA's transposed convolution), `subpixel` (four small convolutions,
-    see `subpixel_conv_transpose`), or `auto`: subpixel on CPU, native on GPU and TPU, chosen per
-    platform when the step is lowered, so an exported function carries both.
+    `lowering`: `native` (XLA's transposed convolution), `cpu` (`cpu_best_conv_transpose`), or
+    `auto` (see `lowered`).
     """
 
     features: int
@@ -226,34 +403,14 @@ class UpConv(nn.Module):
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, self.features, x.shape[-1]))
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        native, subpixel = (functools.partial(f, padding=self.padding,
-                                              output_padding=self.output_padding)
-                            for f in (native_conv_transpose, subpixel_conv_transpose))
-        if self.lowering == "native":
-            y = native(x, kernel)
-        elif self.lowering == "subpixel":
-            y = subpixel(x, kernel)
-        elif self.lowering == "auto":
-            y = jax.lax.platform_dependent(x, kernel, cpu=subpixel, default=native)
-        else:
-            raise ValueError(f"conv_lowering={self.lowering!r} is not one of {LOWERINGS}")
+        native = functools.partial(native_conv_transpose, padding=self.padding,
+                                   output_padding=self.output_padding)
+        cpu = functools.partial(cpu_best_conv_transpose, padding=self.padding,
+                                output_padding=self.output_padding)
+        y = lowered(self.lowering, native, cpu, x, kernel)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
         return y
-
-
-def up_conv(features: int, use_bias: bool, kernel_init: Callable, dtype, name: str,
-            lowering: str) -> UpConv:
-    """4x4, stride 2, padding 1: the U-Net's upsampling."""
-    return UpConv(features, 4, padding=1, use_bias=use_bias, kernel_init=kernel_init,
-                  dtype=dtype, lowering=lowering, name=name)
-
-
-def up_conv3(features: int, use_bias: bool, kernel_init: Callable, dtype, name: str,
-             lowering: str) -> UpConv:
-    """3x3, stride 2, padding 1, output padding 1: CycleGAN's upsampling."""
-    return UpConv(features, 3, padding=1, output_padding=1, use_bias=use_bias,
-                  kernel_init=kernel_init, dtype=dtype, lowering=lowering, name=name)
 
 
 class ConvNet(nn.Module):
@@ -265,10 +422,27 @@ class ConvNet(nn.Module):
     sync_batch_stats: bool = True
     batch_axis: str | None = None  # The mesh axis the global batch is split along, if any.
     dtype: Any = jnp.float32
-    conv_lowering: str = "auto"  # How transposed convolutions are computed; see UpConv.
+    conv_lowering: str = "auto"  # How convolutions are computed; see `lowered`.
 
     def kernel_init(self) -> Callable:
         return weight_init(self.init_type, self.init_gain)
+
+    # Layers with this network's init, dtype and lowering; called from a compact `__call__`,
+    # so they belong to the calling network.
+    def conv(self, features: int, kernel: int, stride: int, padding: int, use_bias: bool,
+             name: str) -> Conv:
+        return Conv(features, kernel, stride, padding, use_bias, self.kernel_init(), self.dtype,
+                    self.conv_lowering, name=name)
+
+    def up_conv(self, features: int, use_bias: bool, name: str) -> UpConv:
+        """4x4, stride 2, padding 1: the U-Net's upsampling."""
+        return UpConv(features, 4, 1, 0, use_bias, self.kernel_init(), self.dtype,
+                      self.conv_lowering, name=name)
+
+    def up_conv3(self, features: int, use_bias: bool, name: str) -> UpConv:
+        """3x3, stride 2, padding 1, output padding 1: CycleGAN's upsampling."""
+        return UpConv(features, 3, 1, 1, use_bias, self.kernel_init(), self.dtype,
+                      self.conv_lowering, name=name)
 
     def normalize(self, x, train: bool):
         """A fresh layer of the configured norm applied to `x` (`x` itself for norm `none`).

@@ -17,17 +17,17 @@ class NLayerDiscriminator(layers.ConvNet):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init, bias = self.kernel_init(), self.inner_conv_bias()
+        bias = self.inner_conv_bias()
 
-        h = layers.conv(self.ndf, 4, 2, 1, True, init, self.dtype, "conv0")(x.astype(self.dtype))
+        h = self.conv(self.ndf, 4, 2, 1, True, "conv0")(x.astype(self.dtype))
         h = nn.leaky_relu(h, 0.2)
         for n in range(1, self.n_layers + 1):
             stride = 2 if n < self.n_layers else 1
             width = self.ndf * min(2**n, 8)
-            h = layers.conv(width, 4, stride, 1, bias, init, self.dtype, f"conv{n}")(h)
+            h = self.conv(width, 4, stride, 1, bias, f"conv{n}")(h)
             h = self.normalize(h, train)
             h = nn.leaky_relu(h, 0.2)
-        h = layers.conv(1, 4, 1, 1, True, init, self.dtype, "logits")(h)
+        h = self.conv(1, 4, 1, 1, True, "logits")(h)
         return h.astype(jnp.float32)
 
 
@@ -38,11 +38,11 @@ class PixelDiscriminator(layers.ConvNet):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init, bias = self.kernel_init(), self.inner_conv_bias()
-        h = layers.conv(self.ndf, 1, 1, 0, True, init, self.dtype, "conv0")(x.astype(self.dtype))
+        bias = self.inner_conv_bias()
+        h = self.conv(self.ndf, 1, 1, 0, True, "conv0")(x.astype(self.dtype))
         h = nn.leaky_relu(h, 0.2)
-        h = layers.conv(2 * self.ndf, 1, 1, 0, bias, init, self.dtype, "conv1")(h)
+        h = self.conv(2 * self.ndf, 1, 1, 0, bias, "conv1")(h)
         h = self.normalize(h, train)
         h = nn.leaky_relu(h, 0.2)
-        h = layers.conv(1, 1, 1, 0, bias, init, self.dtype, "logits")(h)
+        h = self.conv(1, 1, 1, 0, bias, "logits")(h)
         return h.astype(jnp.float32)

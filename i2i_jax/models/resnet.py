@@ -18,13 +18,13 @@ class ResnetBlock(layers.ConvNet):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        init, bias = self.kernel_init(), self.inner_conv_bias()
+        bias = self.inner_conv_bias()
         width = x.shape[-1]
-        h = layers.conv(width, 3, 1, 0, bias, init, self.dtype, "conv1")(reflect_pad(x, 1))
+        h = self.conv(width, 3, 1, 0, bias, "conv1")(reflect_pad(x, 1))
         h = nn.relu(self.normalize(h, train))
         if self.use_dropout:
             h = self.dropout(h, train)
-        h = layers.conv(width, 3, 1, 0, bias, init, self.dtype, "conv2")(reflect_pad(h, 1))
+        h = self.conv(width, 3, 1, 0, bias, "conv2")(reflect_pad(h, 1))
         return x + self.normalize(h, train)
 
 
@@ -45,24 +45,21 @@ class ResnetGenerator(layers.ConvNet):
         if x.shape[1] % 4 or x.shape[2] % 4:
             raise ValueError(f"the ResNet generator needs height and width divisible by 4; "
                              f"got {x.shape[1:3]}")
-        init, bias = self.kernel_init(), self.inner_conv_bias()
+        bias = self.inner_conv_bias()
 
         def norm_relu(h):
             return nn.relu(self.normalize(h, train))
 
         h = x.astype(self.dtype)
-        h = norm_relu(layers.conv(self.ngf, 7, 1, 0, bias, init, self.dtype, "in")(
-            reflect_pad(h, 3)))
+        h = norm_relu(self.conv(self.ngf, 7, 1, 0, bias, "in")(reflect_pad(h, 3)))
         for i in range(2):
-            h = norm_relu(layers.conv(self.ngf * 2 ** (i + 1), 3, 2, 1, bias, init, self.dtype,
-                                      f"downsample{i}")(h))
+            h = norm_relu(self.conv(self.ngf * 2 ** (i + 1), 3, 2, 1, bias, f"downsample{i}")(h))
         for i in range(self.n_blocks):
             h = ResnetBlock(norm=self.norm, init_type=self.init_type, init_gain=self.init_gain,
                             sync_batch_stats=self.sync_batch_stats, batch_axis=self.batch_axis,
                             dtype=self.dtype, conv_lowering=self.conv_lowering,
                             use_dropout=self.use_dropout, name=f"block{i}")(h, train)
         for i in range(2):
-            h = norm_relu(layers.up_conv3(self.ngf * 2 ** (1 - i), bias, init, self.dtype,
-                                          f"upsample{i}", self.conv_lowering)(h))
-        h = layers.conv(self.output_nc, 7, 1, 0, True, init, self.dtype, "out")(reflect_pad(h, 3))
+            h = norm_relu(self.up_conv3(self.ngf * 2 ** (1 - i), bias, f"upsample{i}")(h))
+        h = self.conv(self.output_nc, 7, 1, 0, True, "out")(reflect_pad(h, 3))
         return jnp.tanh(h).astype(jnp.float32)

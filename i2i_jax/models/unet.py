@@ -29,7 +29,6 @@ class UNetGenerator(layers.ConvNet):
         if x.shape[1] % 2**self.num_downs or x.shape[2] % 2**self.num_downs:
             raise ValueError(f"U-Net with {self.num_downs} downsamplings needs height and width "
                              f"divisible by {2 ** self.num_downs}; got {x.shape[1:3]}")
-        init = self.kernel_init()
         inner_bias = self.inner_conv_bias()
         widths = [self.ngf * min(2**i, 8) for i in range(self.num_downs)]
         innermost = self.num_downs - 1
@@ -40,18 +39,16 @@ class UNetGenerator(layers.ConvNet):
             if i > 0:
                 h = nn.leaky_relu(h, 0.2)
                 skips.append(h)
-            h = layers.conv(width, 4, 2, 1, inner_bias, init, self.dtype, f"down{i}")(h)
+            h = self.conv(width, 4, 2, 1, inner_bias, f"down{i}")(h)
             if 0 < i < innermost:
                 h = self.normalize(h, train)
 
         for i in range(innermost, 0, -1):
-            h = layers.up_conv(widths[i - 1], inner_bias, init, self.dtype, f"up{i}",
-                               self.conv_lowering)(nn.relu(h))
+            h = self.up_conv(widths[i - 1], inner_bias, f"up{i}")(nn.relu(h))
             h = self.normalize(h, train)
             if self.use_dropout and 4 <= i < innermost:
                 h = self.dropout(h, train)
             h = jnp.concatenate([skips[i - 1], h], axis=-1)
 
-        h = layers.up_conv(self.output_nc, True, init, self.dtype, "up0",
-                           self.conv_lowering)(nn.relu(h))
+        h = self.up_conv(self.output_nc, True, "up0")(nn.relu(h))
         return jnp.tanh(h).astype(jnp.float32)
