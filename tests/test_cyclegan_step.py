@@ -17,12 +17,16 @@ def test_the_cycle_loss_falls_on_a_fixed_batch(tiny_cycle_config):
 
 
 def test_four_devices_give_the_single_device_parameters_and_pools(tiny_cycle_config):
+    # Batch norm: instance norm cancels some conv biases exactly, their gradients are float
+    # noise that Adam turns into +-lr steps, and those differ between any two reduction orders
+    # (conftest.inert_bias); batch norm is also the norm whose statistics cross devices.
+    tiny_cycle_config.norm = "batch"
     batches = fixed_batches(tiny_cycle_config, 2)
     one, one_history = run_steps(tiny_cycle_config, jax.devices()[:1], batches)
     four, four_history = run_steps(tiny_cycle_config, jax.devices()[:4], batches)
     # Adam scales every update to about lr (2e-4), so the rare weight whose gradient is at the
     # level of float noise may move by a fraction of lr differently; weights are ~0.02.
-    assert_same_parameters(one.nets, four.nets, "instance", rtol=1e-4, atol=1e-4)
+    assert_same_parameters(one.nets, four.nets, "batch", rtol=1e-4, atol=1e-4)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), one.pools,
                  four.pools)
     assert int(one.pools["fake_B"].count) == 3  # pool_size 3, filled by the first batch.

@@ -145,3 +145,36 @@ def test_the_conv_layer_keeps_flax_conv_parameters():
         layer = layers.Conv(5, 4, 2, 1, True, init, jnp.float32, lowering)
         jax.tree.map(np.testing.assert_array_equal, layer.init(jax.random.PRNGKey(3), x),
                      expected)
+
+
+def test_cpu_forms_average_gradients_over_devices_like_one_device():
+    """Under shard_map, with the kernel cast to per-device values (as the train step does) or
+    left the same on every device (the custom gradient must then sum it)."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((4,), ("data",), devices=jax.devices()[:4])
+    rng = np.random.default_rng(8)
+    cases = [(lambda x, w: layers.cpu_conv(x, w, 2, 1), (4, 16, 16, 40), (4, 4, 40, 24)),
+             (lambda x, w: layers.cpu_conv(x, w, 1, 0), (4, 16, 16, 8), (7, 7, 8, 3)),
+             (lambda x, w: layers.im2col_conv(x, w, 2, 1), (4, 8, 8, 8), (4, 4, 8, 6)),
+             (lambda x, w: layers.gemm_conv_transpose(x, w, 1, 0), (4, 4, 4, 8), (4, 4, 6, 8))]
+    for function, x_shape, w_shape in cases:
+        x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+        w = jnp.asarray(rng.normal(size=w_shape), jnp.float32)
+
+        def loss(w, x, function=function):
+            return jnp.sum(jnp.sin(function(x, w)))
+
+        expected = jax.grad(loss)(w, x) / 4
+        sharded = jax.device_put(x, NamedSharding(mesh, P("data")))
+        for cast in (True, False):
+            def per_device(w, x, cast=cast):
+                if cast:
+                    w = jax.lax.pcast(w, "data", to="varying")
+                    return jax.lax.pmean(jax.grad(loss)(w, x), "data")
+                return jax.grad(loss)(w, x) / 4
+
+            got = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
+                                        out_specs=P()))(w, sharded)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)

@@ -40,20 +40,11 @@ def test_parameter_counts_equal_i2i_jax_and_the_reference(model):
             assert theirs == REFERENCE_COUNTS[model, name], name
 
 
-def small_config(model: str, size: int):
-    config = config_defaults.pix2pix() if model == "pix2pix" else config_defaults.cyclegan()
-    config.crop_size = config.load_size = size
-    config.netG = f"unet_{size}" if model == "pix2pix" else "resnet_3blocks"
-    # Wide enough that convolutions dominate, as at full size: XLA also counts elementwise
-    # work (norms, activations, Adam), which FlopCounterMode leaves out.
-    config.ngf = config.ndf = 32
-    config.batch_size = 2
-    return config
-
-
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
 def test_flops_per_iteration_match_xla_within_two_percent(model):
-    config = small_config(model, 64)
+    """At the paper's sizes (256 px, batch 1), with the step as it runs here (the cpu forms
+    recompute a few borders, within the 2 %)."""
+    config = config_defaults.pix2pix() if model == "pix2pix" else config_defaults.cyclegan()
     mesh = parallel.make_mesh(jax.devices()[:1])
     task = tasks.build_task(config, steps_per_epoch=10)
     state = parallel.init_replicated(task.init_state, 0, mesh)
@@ -61,10 +52,11 @@ def test_flops_per_iteration_match_xla_within_two_percent(model):
     compiled = parallel.jit_train_step(task.train_step, mesh).lower(state, batch).compile()
     cost = compiled.cost_analysis()
     xla_flops = (cost[0] if isinstance(cost, list | tuple) else cost)["flops"]
+    del state, compiled
 
-    baseline = iteration(model, netG=config.netG, ngf=32, ndf=32, norm=config.norm)
-    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    baseline = iteration(model)
+    images = torch.rand(1, 3, 256, 256) * 2 - 1
     with FlopCounterMode(display=False) as counter:
-        baseline(images, images.flip(0))
+        baseline(images, images.flip(3))
     torch_flops = counter.get_total_flops()
     assert abs(xla_flops / torch_flops - 1) < 0.02, (xla_flops, torch_flops)
