@@ -129,15 +129,11 @@ class JaxWorker:
     def __init__(self, row: dict):
         import jax
 
-        from i2i_jax import benchmark, parallel, tasks
+        from i2i_jax import benchmark, parallel
 
         self.jax = jax
-        config = jax_config(row)
         mesh = parallel.make_mesh(jax.local_devices()[:1])
-        task = tasks.build_task(config, steps_per_epoch=1000)
-        self.state = parallel.init_replicated(task.init_state, config.seed, mesh)
-        batch = parallel.to_global(benchmark.random_batch(config, np.random.default_rng(0)),
-                                   mesh)
+        task, self.state, batch = benchmark.train_step_inputs(jax_config(row), mesh)
         if row["kind"] == "train":
             function, self.args = parallel.jit_train_step(task.train_step, mesh), (batch,)
         else:  # The generator's variables alone, as a served model holds them.
@@ -151,12 +147,8 @@ class JaxWorker:
 
             images = self.jax.numpy.asarray(batch["A"], np.float32) / 127.5 - 1
             function, self.args = self.jax.jit(generate), (images,)
-        start = time.perf_counter()
-        self.compiled = function.lower(self.state, *self.args).compile()
-        self.compile_s = time.perf_counter() - start
-        cost = self.compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        self.flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+        self.compiled, self.compile_s, self.flops = benchmark.compile_with_cost(
+            function, self.state, *self.args)
 
     def step(self) -> None:
         self.state, outputs = self.compiled(self.state, *self.args)

@@ -28,9 +28,12 @@ def _common() -> ml_collections.ConfigDict:
     c.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
     # Batch-norm statistics over the global batch (True) or per device, as pmap gave (False).
     c.sync_batch_stats = True
-    # How transposed convolutions are computed: auto (subpixel on CPU, XLA's own elsewhere),
-    # native or subpixel. The same parameters and outputs either way; only the speed differs.
+    # How convolutions are computed: auto (the CPU forms of models/layers.py on CPU, XLA's own
+    # elsewhere), native or cpu. The same parameters and outputs either way; only speed differs.
     c.conv_lowering = "auto"
+    # Rematerialisation: none, or conv_outputs (keep only convolution outputs for the backward
+    # pass and recompute the rest: less memory at high resolution, a little more compute).
+    c.remat = "none"
 
     # Objective and optimizer.
     c.gan_mode = "vanilla"

@@ -27,6 +27,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Resume a workdir even though the config differs from the one it was trained with.")
+_PROFILE = flags.DEFINE_bool(
+    "profile", False, "Write a jax.profiler trace of --profile_steps steps after the first "
+    "(compiled) one to <workdir>/profile, for TensorBoard's profile plugin.")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps the --profile trace covers.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -48,7 +52,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     start()
-    train.train_and_evaluate(CONFIG.value, WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)
+    train.train_and_evaluate(CONFIG.value, WORKDIR.value, _ALLOW_CONFIG_CHANGE.value,
+                             _PROFILE_STEPS.value if _PROFILE.value else 0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,16 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from i2i_jax import distributed, optim, parallel, preemption, tasks, workdir_config
+from i2i_jax import (
+    distributed,
+    host_memory,
+    optim,
+    parallel,
+    preemption,
+    profiling,
+    tasks,
+    workdir_config,
+)
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.data import pipeline, sources
 from i2i_jax.reporting import Reporter, image_grid
@@ -63,9 +72,11 @@ def _sources_in_turn(config):
     return built
 
 
-def train_and_evaluate(config, workdir: str, allow_config_change: bool = False):
+def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
+                       profile_steps: int = 0):
     """Trains `config.model` in `workdir`, resuming from its latest checkpoint if there is one
     (and refusing to if `config` differs from the workdir's, unless `allow_config_change`).
+    `profile_steps` > 0 traces that many steps after the first into `<workdir>/profile`.
 
     Every process of a multi-process job runs this; process 0 alone writes logs, metrics and
     images. Returns the final train state and the last evaluation's results (empty if no
@@ -95,6 +106,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False):
         state = restored
         log.info("resumed from %s at step %d", checkpointer.manager.directory, int(state.step))
     start_step = int(state.step)
+    host_memory.release_freed_memory()  # What building (and restoring) the state freed.
 
     train_step = parallel.jit_train_step(task.train_step, mesh)
     evaluate = Evaluator(task, eval_sources, config, mesh)
@@ -109,10 +121,15 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False):
         results, grid = evaluate(state)  # The untrained model: where learning starts from.
         reporter.evaluation(0, results, grid)
     pending = []
+    tracer = profiling.StepTracer(workdir, start_step, profile_steps, is_writer)
     with preemption.SigtermFlag() as sigterm:
         for step in range(start_step + 1, total_steps + 1):
-            state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
+            with tracer.step(step):
+                state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
+            tracer.finish(step, step_metrics)
             pending.append(step_metrics)
+            if step == start_step + 1:
+                host_memory.release_freed_memory()  # What compiling the step freed.
             log_step = step % config.log_every_steps == 0 or step == total_steps
             if log_step:
                 fetched = jax.device_get(pending)  # Host syncs only at log steps.
@@ -133,6 +150,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False):
             paused |= checkpointer.maybe_save(step, state, force=step == total_steps)
             if paused:
                 reporter.restart_clock(step)
+    tracer.close(state)
     checkpointer.close()
     reporter.close()
     return state, results

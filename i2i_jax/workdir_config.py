@@ -20,7 +20,7 @@ CONFIG_FILE = "config.json"
 BOOKKEEPING_KEYS = frozenset({
     "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
     "num_sample_images", "eval_batch_size", "eval_mode", "data.eval_split",
-    "data.num_parallel_calls", "conv_lowering"})
+    "data.num_parallel_calls", "conv_lowering", "remat"})
 
 
 class ConfigChangedError(ValueError):

@@ -79,7 +79,7 @@ def test_the_layer_keeps_flax_conv_transpose_parameters():
     expected = flax_layer.init(jax.random.PRNGKey(3), x)
     outputs = {}
     for lowering in layers.LOWERINGS:
-        layer = layers.UpConv(5, 4, 1, 0, True, init, jnp.float32, lowering)
+        layer = layers.UpConv(5, 4, 1, kernel_init=init, lowering=lowering)
         variables = layer.init(jax.random.PRNGKey(3), x)
         jax.tree.map(np.testing.assert_array_equal, variables, expected)
         variables = jax.tree.map(lambda v: v + 0.1, variables)  # A non-zero bias too.
@@ -136,13 +136,27 @@ def test_cpu_forms_have_xla_convolution_outputs_and_gradients(in_c, out_c, k, st
             np.testing.assert_allclose(cpu, native, rtol=1e-4, atol=1e-3, err_msg=other)
 
 
+@pytest.mark.parametrize("x_shape, kernel_shape, padding", [
+    ((1, 48, 48, 40), (3, 3, 40, 24), 1), ((1, 128, 128, 16), (7, 7, 16, 3), 3)])
+def test_gemm_kernel_gradient_on_large_images_is_xlas(x_shape, kernel_shape, padding):
+    """Images large enough for the shifted form (the padded input at most 10 % larger)."""
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
+    y, vjp = jax.vjp(lambda k: layers.native_conv(x, k, 1, padding), kernel)
+    dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    np.testing.assert_allclose(
+        layers.gemm_kernel_gradient(x, dy, kernel_shape[:2], 1, padding), vjp(dy)[0],
+        rtol=1e-4, atol=1e-2)
+
+
 def test_the_conv_layer_keeps_flax_conv_parameters():
     x = jnp.asarray(np.random.default_rng(7).normal(size=(1, 8, 8, 6)), jnp.float32)
     init = nn.initializers.normal(0.02)
     expected = nn.Conv(5, (4, 4), strides=2, padding=((1, 1), (1, 1)), kernel_init=init).init(
         jax.random.PRNGKey(3), x)
     for lowering in layers.LOWERINGS:
-        layer = layers.Conv(5, 4, 2, 1, True, init, jnp.float32, lowering)
+        layer = layers.Conv(5, 4, 1, stride=2, kernel_init=init, lowering=lowering)
         jax.tree.map(np.testing.assert_array_equal, layer.init(jax.random.PRNGKey(3), x),
                      expected)
 

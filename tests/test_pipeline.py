@@ -1,6 +1,8 @@
 """The tf.data pipeline: one crop and flip for A and B, value range, direction, determinism."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -175,3 +177,37 @@ def test_preprocess_none_still_flips(tiny_config, tmp_path):
     batch = next(pipeline.train_batches([sources.paired_source(config, "train")], config, 16))
     assert any(np.array_equal(x, a[:, ::-1]) for x in batch["A"])
     assert any(np.array_equal(x, a) for x in batch["A"])
+
+
+# Counts the threads that reading 20 batches adds to a fresh process (TensorFlow's runtime
+# included), for a given data.num_parallel_calls.
+_THREADS_PROGRAM = """
+import os, sys
+sys.path.insert(0, {tests!r})
+import tiny_configs
+from i2i_jax.data import pipeline, sources
+config = tiny_configs.tiny_pix2pix_config()
+config.data.num_parallel_calls = {calls}
+pipeline.hide_accelerators_from_tensorflow()
+train_sources = sources.train_sources(config)
+before = len(os.listdir("/proc/self/task"))
+batches = pipeline.train_batches(train_sources, config, config.batch_size)
+for _ in range(20):
+    next(batches)
+print(len(os.listdir("/proc/self/task")) - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_input_pipeline_threads_are_bounded_by_num_parallel_calls():
+    """The pipeline's own thread pool has data.num_parallel_calls threads, whatever the
+    machine's core count (TensorFlow's default pool would have one per core and compete with
+    XLA's): each extra parallel call adds exactly one thread."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    added = {}
+    for calls in (1, 4):
+        output = subprocess.run(
+            [sys.executable, "-c", _THREADS_PROGRAM.format(tests=tests, calls=calls)],
+            check=True, capture_output=True, text=True).stdout
+        added[calls] = int(output.split()[-1])
+    assert added[4] - added[1] == 3, added

@@ -46,12 +46,9 @@ def test_flops_per_iteration_match_xla_within_two_percent(model):
     recompute a few borders, within the 2 %)."""
     config = config_defaults.pix2pix() if model == "pix2pix" else config_defaults.cyclegan()
     mesh = parallel.make_mesh(jax.devices()[:1])
-    task = tasks.build_task(config, steps_per_epoch=10)
-    state = parallel.init_replicated(task.init_state, 0, mesh)
-    batch = parallel.to_global(benchmark.random_batch(config, np.random.default_rng(0)), mesh)
-    compiled = parallel.jit_train_step(task.train_step, mesh).lower(state, batch).compile()
-    cost = compiled.cost_analysis()
-    xla_flops = (cost[0] if isinstance(cost, list | tuple) else cost)["flops"]
+    task, state, batch = benchmark.train_step_inputs(config, mesh)
+    compiled, _, xla_flops = benchmark.compile_with_cost(
+        parallel.jit_train_step(task.train_step, mesh), state, batch)
     del state, compiled
 
     baseline = iteration(model)

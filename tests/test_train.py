@@ -79,3 +79,29 @@ def test_a_cyclegan_run_scores_both_directions(tiny_cycle_config, tmp_path):
     assert grid.shape == (2 * 2 * 32, 3 * 32, 3)  # 2 samples per direction: real|fake|rec.
     restored = latest_state(tiny_cycle_config, workdir)
     assert int(restored.step) == 6 and int(restored.pools["fake_A"].count) == 3
+
+
+def test_profile_traces_steps_after_the_first(tiny_config, tmp_path):
+    """`--profile`: an XPlane trace (what TensorBoard's profile plugin reads) of steady-state
+    steps, each marked as a train step, without the compilation of the first."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tiny_config.num_train_steps, tiny_config.eval_every_steps = 5, 0
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(tiny_config, str(workdir), profile_steps=2)
+    traces = list((workdir / "profile").glob("plugins/profile/*/*.xplane.pb"))
+    assert len(traces) == 1, traces
+    space = xplane_pb2.XSpace.FromString(traces[0].read_bytes())
+    steps, events = [], set()
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        stats = {k: v.name for k, v in plane.stat_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                events.add(names[event.metadata_id])
+                if names[event.metadata_id] == "train":
+                    steps += [s.int64_value or s.uint64_value for s in event.stats
+                              if stats[s.metadata_id] == "step_num"]
+    assert sorted(steps) == [2, 3]
+    assert any("Execute (jit_train_step)" in name for name in events)
+    assert not any("HLO passes" in name for name in events)  # No compilation.

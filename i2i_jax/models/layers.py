@@ -12,12 +12,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 NORMS = ("batch", "instance", "none")
 LOWERINGS = ("auto", "native", "cpu")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 NORM_EPS = 1e-5  # PyTorch's default for BatchNorm2d and InstanceNorm2d.
 BATCH_NORM_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch.
+CONV_OUTPUT = "conv_output"  # The name every convolution's output carries (see `remat`).
 
 
 def weight_init(init_type: str, gain: float) -> Callable:
@@ -158,23 +160,33 @@ def native_conv(x, kernel, stride: int, padding: int):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _spatial_size(x) -> int | None:
+    """Height x width, or None while shapes are symbolic (an export for every size)."""
+    h, w = x.shape[1:3]
+    return h * w if isinstance(h, int) and isinstance(w, int) else None
+
+
 # A side (input or output gradient) with at most this many channels x taps is stacked whole
 # into one GEMM; wider ones take one GEMM per kernel tap.
 _STACKED_GEMM_MAX_COLUMNS = 512
 
 
 def gemm_kernel_gradient(x, dy, kernel_shape: tuple[int, int], stride: int, padding: int):
-    """The kernel gradient of `native_conv` as GEMMs over all positions: for each tap (a, b),
-    the input's positions that tap reaches, transposed, times the output gradient.
+    """The kernel gradient of `native_conv` as GEMMs over all positions, which XLA:CPU runs
+    several times faster than its own (a convolution whose kernel is the whole output).
 
-    XLA:CPU computes this gradient as a convolution whose kernel is the whole output, several
-    times slower than these GEMMs. Few input channels: all taps stacked into one GEMM. Few
-    output channels (stride 1): the output gradient shifted once per tap and stacked instead.
+    Few input channels: all taps stacked into one GEMM. Few output channels (stride 1): the
+    output gradient shifted once per tap and stacked instead.
     """
     kh, kw = kernel_shape
     n, out_h, out_w, out_c = dy.shape
     in_c = x.shape[-1]
     padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    # Ties the input to the output gradient, so that the per-tap copies of it below are made
+    # in the backward pass: XLA would make them as soon as the input exists, in the forward
+    # pass, and hold those of every layer at once (0.6 GB for the CycleGAN generator at 256
+    # px). A NaN or infinity in dy's first element reaches every kernel entry anyway.
+    padded = padded.at[0, 0, 0, 0].add(0 * dy[0, 0, 0, 0])
 
     def reached_by(a, b):  # [positions, in_c]
         return padded[:, a:a + stride * (out_h - 1) + 1:stride,
@@ -253,12 +265,6 @@ def im2col_conv(x, kernel, stride: int, padding: int):
 _TINY_POSITIONS = 256
 
 
-def _spatial_size(x) -> int | None:
-    """Height x width, or None while shapes are symbolic (an export for every size)."""
-    h, w = x.shape[1:3]
-    return h * w if isinstance(h, int) and isinstance(w, int) else None
-
-
 def cpu_best_conv(x, kernel, stride: int, padding: int):
     """The fastest form on XLA:CPU: `im2col_conv` for tiny outputs, else `cpu_conv`."""
     size = _spatial_size(x)
@@ -279,30 +285,43 @@ def lowered(lowering: str, native: Callable, cpu: Callable, *args):
     raise ValueError(f"conv_lowering={lowering!r} is not one of {LOWERINGS}")
 
 
-class Conv(nn.Module):
-    """A square-kernel convolution with symmetric zero padding, like torch.nn.Conv2d. Its
-    parameters are flax nn.Conv's (kernel [k, k, in, out], bias), whatever the `lowering`."""
+class _Convolution(nn.Module):
+    """What Conv and UpConv share: a square kernel, symmetric padding, an optional bias, the
+    compute dtype and the lowering. Their outputs are tagged `CONV_OUTPUT`, the values that
+    `remat="conv_outputs"` keeps for the backward pass."""
 
     features: int
     kernel_size: int
-    stride: int
     padding: int
     use_bias: bool = True
     kernel_init: Callable = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
     lowering: str = "auto"
 
+    def kernel_and_input(self, x, kernel_shape: tuple[int, ...]):
+        kernel = self.param("kernel", self.kernel_init, kernel_shape)
+        return x.astype(self.dtype), kernel.astype(self.dtype)
+
+    def finish(self, y):
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return checkpoint_name(y, CONV_OUTPUT)
+
+
+class Conv(_Convolution):
+    """A square-kernel convolution with symmetric zero padding, like torch.nn.Conv2d. Its
+    parameters are flax nn.Conv's (kernel [k, k, in, out], bias), whatever the `lowering`."""
+
+    stride: int = 1
+
     @nn.compact
     def __call__(self, x):
         k = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel = self.kernel_and_input(x, (k, k, x.shape[-1], self.features))
         stride, padding = self.stride, self.padding
-        y = lowered(self.lowering, lambda x, k: native_conv(x, k, stride, padding),
-                    lambda x, k: cpu_best_conv(x, k, stride, padding), x, kernel)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
-        return y
+        return self.finish(lowered(
+            self.lowering, lambda x, k: native_conv(x, k, stride, padding),
+            lambda x, k: cpu_best_conv(x, k, stride, padding), x, kernel))
 
 
 def native_conv_transpose(x, kernel, padding: int, output_padding: int):
@@ -379,7 +398,7 @@ def cpu_best_conv_transpose(x, kernel, padding: int, output_padding: int):
     return subpixel_conv_transpose(x, kernel, padding, output_padding, cpu_best_conv)
 
 
-class UpConv(nn.Module):
+class UpConv(_Convolution):
     """A stride-2 transposed convolution with torch.nn.ConvTranspose2d's `padding` and
     `output_padding`: doubles height and width. Its parameters are flax ConvTranspose's with
     `transpose_kernel=True` (kernel [kh, kw, out, in]: torch's weight [in, out, kh, kw]
@@ -389,28 +408,17 @@ class UpConv(nn.Module):
     `auto` (see `lowered`).
     """
 
-    features: int
-    kernel_size: int
-    padding: int
     output_padding: int = 0
-    use_bias: bool = True
-    kernel_init: Callable = nn.initializers.lecun_normal()
-    dtype: Any = jnp.float32
-    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x):
         k = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (k, k, self.features, x.shape[-1]))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel = self.kernel_and_input(x, (k, k, self.features, x.shape[-1]))
         native = functools.partial(native_conv_transpose, padding=self.padding,
                                    output_padding=self.output_padding)
         cpu = functools.partial(cpu_best_conv_transpose, padding=self.padding,
                                 output_padding=self.output_padding)
-        y = lowered(self.lowering, native, cpu, x, kernel)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
-        return y
+        return self.finish(lowered(self.lowering, native, cpu, x, kernel))
 
 
 class ConvNet(nn.Module):
@@ -427,22 +435,25 @@ class ConvNet(nn.Module):
     def kernel_init(self) -> Callable:
         return weight_init(self.init_type, self.init_gain)
 
+    def _layer_options(self) -> dict:
+        return dict(kernel_init=self.kernel_init(), dtype=self.dtype, lowering=self.conv_lowering)
+
     # Layers with this network's init, dtype and lowering; called from a compact `__call__`,
     # so they belong to the calling network.
     def conv(self, features: int, kernel: int, stride: int, padding: int, use_bias: bool,
              name: str) -> Conv:
-        return Conv(features, kernel, stride, padding, use_bias, self.kernel_init(), self.dtype,
-                    self.conv_lowering, name=name)
+        return Conv(features, kernel, padding, use_bias, stride=stride, name=name,
+                    **self._layer_options())
 
     def up_conv(self, features: int, use_bias: bool, name: str) -> UpConv:
         """4x4, stride 2, padding 1: the U-Net's upsampling."""
-        return UpConv(features, 4, 1, 0, use_bias, self.kernel_init(), self.dtype,
-                      self.conv_lowering, name=name)
+        return UpConv(features, 4, 1, use_bias, output_padding=0, name=name,
+                      **self._layer_options())
 
     def up_conv3(self, features: int, use_bias: bool, name: str) -> UpConv:
         """3x3, stride 2, padding 1, output padding 1: CycleGAN's upsampling."""
-        return UpConv(features, 3, 1, 1, use_bias, self.kernel_init(), self.dtype,
-                      self.conv_lowering, name=name)
+        return UpConv(features, 3, 1, use_bias, output_padding=1, name=name,
+                      **self._layer_options())
 
     def normalize(self, x, train: bool):
         """A fresh layer of the configured norm applied to `x` (`x` itself for norm `none`).

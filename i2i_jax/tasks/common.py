@@ -5,9 +5,13 @@ import jax.numpy as jnp
 import optax
 
 from i2i_jax import losses, models, optim, parallel
+from i2i_jax.models import layers
 from i2i_jax.state import NetState
 
 TEST_MODES = ("train_like", "eval")
+# What the backward pass keeps from a training forward pass: everything (`none`), or only
+# each convolution's output, recomputing norms, activations, dropout and padding from it.
+REMATS = ("none", "conv_outputs")
 
 
 class GanTask:
@@ -28,6 +32,11 @@ class GanTask:
     def generators(self) -> dict:
         """Translation direction -> (the network's name in the state, its module)."""
         return {"AtoB": ("G", self.generator)}
+
+    def train_forward(self, module, params, batch_stats, inputs, dropout_key=None):
+        """A network in training mode, rematerialised per `config.remat`."""
+        return apply_net(module, params, batch_stats, inputs, train=True,
+                         dropout_key=dropout_key, remat=self.config.remat)
 
 
 def sample_row(*images: jax.Array) -> jax.Array:
@@ -52,16 +61,27 @@ def init_net(module, tx: optax.GradientTransformation, key: jax.Array,
                     opt_state=tx.init(params))
 
 
-def apply_net(module, params, batch_stats, inputs, train: bool, dropout_key=None):
-    """Runs a network; returns its output and its (possibly updated) batch statistics."""
+def apply_net(module, params, batch_stats, inputs, train: bool, dropout_key=None,
+              remat: str = "none"):
+    """Runs a network; returns its output and its (possibly updated) batch statistics.
+    `remat` (one of REMATS) trades memory for recomputation in the backward pass."""
+    if remat not in REMATS:
+        raise ValueError(f"remat={remat!r} is not one of {REMATS}")
     variables = {"params": params}
     if batch_stats:
         variables["batch_stats"] = batch_stats
     rngs = {"dropout": dropout_key} if dropout_key is not None else {}
-    if not (train and batch_stats):
-        return module.apply(variables, inputs, train=train, rngs=rngs), batch_stats
-    outputs, updates = module.apply(variables, inputs, train=True, rngs=rngs,
-                                    mutable=["batch_stats"])
+    mutable = ["batch_stats"] if train and batch_stats else False
+
+    def forward(variables, inputs, rngs):
+        return module.apply(variables, inputs, train=train, rngs=rngs, mutable=mutable)
+
+    if remat == "conv_outputs":
+        forward = jax.checkpoint(
+            forward, policy=jax.checkpoint_policies.save_only_these_names(layers.CONV_OUTPUT))
+    if not mutable:
+        return forward(variables, inputs, rngs), batch_stats
+    outputs, updates = forward(variables, inputs, rngs)
     return outputs, updates["batch_stats"]
 
 

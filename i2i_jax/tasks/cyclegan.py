@@ -12,7 +12,6 @@ from i2i_jax.state import TrainState
 from i2i_jax.tasks.common import (
     GanTask,
     apply_gradients,
-    apply_net,
     discriminator_loss,
     init_net,
     sample_row,
@@ -68,8 +67,8 @@ class CycleGAN(GanTask):
                 """A network in training mode; discriminators keep their current params."""
                 params = g_params[name] if name in g_params else nets[name].params
                 key = state.step_key(_DROPOUT_A if name == "G_A" else _DROPOUT_B)
-                out, stats[name] = apply_net(self._module(name), params, stats[name], images,
-                                             train=True, dropout_key=key)
+                out, stats[name] = self.train_forward(self._module(name), params, stats[name],
+                                                      images, dropout_key=key)
                 return out
 
             fake_b = run("G_A", real_a)
@@ -107,8 +106,8 @@ class CycleGAN(GanTask):
             total, aux = 0.0, {}
             for name, (real, fake, gp_purpose) in d_inputs.items():
                 def discriminate(batch_stats, images, name=name):
-                    return apply_net(self.discriminator, d_params[name], batch_stats, images,
-                                     train=True)
+                    return self.train_forward(self.discriminator, d_params[name],
+                                              batch_stats, images)
                 loss, (d_stats, _, _) = discriminator_loss(
                     discriminate, stats[name], real, jax.lax.stop_gradient(fake), c,
                     state.step_key(gp_purpose), fake_first=False)

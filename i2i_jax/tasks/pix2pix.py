@@ -8,7 +8,6 @@ from i2i_jax.state import TrainState
 from i2i_jax.tasks.common import (
     GanTask,
     apply_gradients,
-    apply_net,
     discriminator_loss,
     init_net,
     sample_row,
@@ -36,8 +35,8 @@ class Pix2Pix(GanTask):
     def _discriminator(self, params, real_a):
         """D(a, b) on the input and a candidate output, stacked on channels."""
         def discriminate(batch_stats, b):
-            return apply_net(self.discriminator, params, batch_stats,
-                             jnp.concatenate([real_a, b], axis=-1), train=True)
+            return self.train_forward(self.discriminator, params, batch_stats,
+                                      jnp.concatenate([real_a, b], axis=-1))
         return discriminate
 
     def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
@@ -47,8 +46,8 @@ class Pix2Pix(GanTask):
         g, d = state.nets["G"], state.nets["D"]
 
         def generate(params):
-            return apply_net(self.generator, params, g.batch_stats, real_a, train=True,
-                             dropout_key=state.step_key(_DROPOUT))
+            return self.train_forward(self.generator, params, g.batch_stats, real_a,
+                                      dropout_key=state.step_key(_DROPOUT))
 
         fake_b, generator_vjp, g_stats = jax.vjp(generate, parallel.per_device(g.params),
                                                  has_aux=True)

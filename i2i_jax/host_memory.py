@@ -1,0 +1,25 @@
+"""Returns memory the process has freed to the operating system.
+
+glibc's malloc keeps freed heap memory for reuse rather than giving it back. Building the
+train state and compiling the step free several hundred MB that the step itself never needs
+again (0.5 to 0.9 GB at 256 px), which would otherwise stay in the process's resident memory
+for the whole run. `malloc_trim` hands it back.
+"""
+
+import ctypes
+import ctypes.util
+import functools
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
+    name = ctypes.util.find_library("c")
+    library = ctypes.CDLL(name) if name else None
+    return getattr(library, "malloc_trim", None)
+
+
+def release_freed_memory() -> bool:
+    """Gives freed heap memory back to the OS; True if there was some to give back."""
+    trim = _malloc_trim()
+    return bool(trim and trim(0))
