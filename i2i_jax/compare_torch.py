@@ -13,6 +13,7 @@ The baseline is `benchmarks/torch_reference.py` of a source checkout, with torch
 (`pip install -e '.[torch]'`).
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -129,24 +130,26 @@ class JaxWorker:
     def __init__(self, row: dict):
         import jax
 
-        from i2i_jax import benchmark, parallel
+        from i2i_jax import benchmark, host_memory, models, parallel
 
         self.jax = jax
+        config = jax_config(row)
         mesh = parallel.make_mesh(jax.local_devices()[:1])
-        task, self.state, batch = benchmark.train_step_inputs(jax_config(row), mesh)
         if row["kind"] == "train":
+            task, self.state, batch = benchmark.train_step_inputs(config, mesh)
             function, self.args = parallel.jit_train_step(task.train_step, mesh), (batch,)
         else:  # The generator's variables alone, as a served model holds them.
-            name, module = task.generators()["AtoB"]
-            net = self.state.nets[name]
-            self.state = {"params": net.params, **(
-                {"batch_stats": net.batch_stats} if net.batch_stats else {})}
+            module = models.build_generator(config)
+            batch = benchmark.random_batch(config, np.random.default_rng(config.seed))
+            images = jax.numpy.asarray(batch["A"], np.float32) / 127.5 - 1
+            self.state = jax.jit(functools.partial(module.init, train=False))(
+                jax.random.key(config.seed), images)
+            host_memory.release_freed_memory()
 
             def generate(variables, images):
                 return variables, module.apply(variables, images, train=False)
 
-            images = self.jax.numpy.asarray(batch["A"], np.float32) / 127.5 - 1
-            function, self.args = self.jax.jit(generate), (images,)
+            function, self.args = jax.jit(generate), (images,)
         self.compiled, self.compile_s, self.flops = benchmark.compile_with_cost(
             function, self.state, *self.args)
 
