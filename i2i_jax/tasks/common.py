@@ -34,9 +34,10 @@ class GanTask:
         return {"AtoB": ("G", self.generator)}
 
     def train_forward(self, module, params, batch_stats, inputs, dropout_key=None):
-        """A network in training mode, rematerialised per `config.remat`."""
+        """A network in training mode, rematerialised per `config.remat` (configs written
+        before it existed have none)."""
         return apply_net(module, params, batch_stats, inputs, train=True,
-                         dropout_key=dropout_key, remat=self.config.remat)
+                         dropout_key=dropout_key, remat=self.config.get("remat", "none"))
 
 
 def sample_row(*images: jax.Array) -> jax.Array:
