@@ -131,6 +131,7 @@ class JaxWorker:
         import jax
 
         from i2i_jax import benchmark, host_memory, models, parallel
+        from i2i_jax.tasks.common import to_model_range
 
         self.jax = jax
         config = jax_config(row)
@@ -141,7 +142,7 @@ class JaxWorker:
         else:  # The generator's variables alone, as a served model holds them.
             module = models.build_generator(config)
             batch = benchmark.random_batch(config, np.random.default_rng(config.seed))
-            images = jax.numpy.asarray(batch["A"], np.float32) / 127.5 - 1
+            images = to_model_range(jax.numpy.asarray(batch["A"]))
             self.state = jax.jit(functools.partial(module.init, train=False))(
                 jax.random.key(config.seed), images)
             host_memory.release_freed_memory()

@@ -34,8 +34,11 @@ def test_compare_times_both_frameworks_on_the_same_work():
         assert result["ratio"] == round(ours["ms_per_step"] / theirs["ms_per_step"], 3)
         for side in (ours, theirs):
             assert side["ms_per_step"] > 0 and side["peak_rss_mb"] > 100
-            assert side["gflops_per_s"] == pytest.approx(
-                theirs["flops"] / side["ms_per_step"] / 1e6, rel=0.02)
+            # Both figures are printed rounded to 0.1 (ms and GFLOP/s): the bounds allow
+            # exactly that much, which at tiny rows of a few ms is a few per cent.
+            fastest, slowest = side["ms_per_step"] - 0.05, side["ms_per_step"] + 0.05
+            assert (theirs["flops"] / slowest / 1e6 - 0.05 <= side["gflops_per_s"]
+                    <= theirs["flops"] / fastest / 1e6 + 0.05), side
     assert ours["compile_s"] > 0 and theirs["compile_s"] == 0  # Eager.
     table = lines[-len(ROWS) - 2:]
     assert table[0].startswith("| row |") and all(r["row"] in out.getvalue() for r in results)
