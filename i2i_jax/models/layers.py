@@ -374,7 +374,10 @@ def gemm_conv_transpose(x, kernel, padding: int, output_padding: int):
     if (h - 1) * 2 - 2 * padding + k + output_padding != 2 * h:
         raise ValueError(f"a {k}x{k} transposed convolution with padding {padding} and output "
                          f"padding {output_padding} does not double the size")
-    products = jnp.dot(x.reshape(-1, in_c), kernel.transpose(3, 0, 1, 2).reshape(in_c, -1))
+    # The kernel as it is stored, [k * k * out_c, in_c], transposed inside the GEMM: a 4-D
+    # transpose to [in_c, k * k * out_c] first would be a copy, which XLA:CPU makes on every
+    # call and which took ten times as long as the GEMM itself for the U-Net's inner layers.
+    products = jnp.dot(x.reshape(-1, in_c), kernel.reshape(-1, in_c).T)
     phases = [_phase_taps(k, padding, phase) for phase in (0, 1)]
     margin = max(abs(offset) for taps in phases for offset, _ in taps)
     products = jnp.pad(products.reshape(n, h, w, k, k, out_c),
