@@ -79,3 +79,12 @@ def test_synchronised_batch_norm_adds_only_small_statistics_reductions(tiny_conf
     assert sorted(large) == expected
     small = [kind for kind, elements in found if elements <= 3 * widest]
     assert small and set(small) == {"all-reduce"}
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
+def test_one_device_step_moves_no_gradients(tiny_config, tiny_cycle_config, model):
+    """On one device a gradient all-reduce would be two copies of every gradient on XLA:CPU
+    (into one vector, then through the collective), and gathering the fakes another copy; the
+    step has neither (batch norm's statistics, here unsynchronised, are the only reductions)."""
+    config = tiny_config if model == "pix2pix" else tiny_cycle_config
+    assert compiled_collectives(config, num_devices=1) == []
