@@ -60,7 +60,21 @@ def jit_train_step(train_step, mesh: Mesh):
                                out_specs=(PartitionSpec(), PartitionSpec()),
                                check_vma=data_parallel_size(mesh) > 1)
     return jax.jit(per_device, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                   out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+                   out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0,
+                   compiler_options=compiler_options(mesh))
+
+
+def compiler_options(mesh: Mesh) -> dict:
+    """XLA options for the train step on `mesh`'s platform.
+
+    On CPU, copy insertion's region analysis: without it XLA:CPU copies every donated
+    parameter (and some optimizer moments) before the step, because it cannot prove that the
+    in-place Adam update comes after the parameter's last use (0.09 s of a 0.65 s Pix2Pix
+    step at 256 px). GPU and TPU compilers decide this themselves.
+    """
+    if mesh.devices.flat[0].platform == "cpu":
+        return {"xla_cpu_copy_insertion_use_region_analysis": True}
+    return {}
 
 
 def per_device(params):
