@@ -92,7 +92,7 @@ def test_synchronised_batch_norm_adds_only_small_statistics_reductions(tiny_conf
 def test_one_device_step_moves_no_gradients(tiny_config, tiny_cycle_config, model):
     """On one device a gradient all-reduce would be two copies of every gradient on XLA:CPU
     (into one vector, then through the collective), and gathering the fakes another copy; the
-    step has neither (batch norm's statistics, here unsynchronised, are the only reductions)."""
+    step has no collective at all, not even for synchronised batch-norm statistics."""
     config = tiny_config if model == "pix2pix" else tiny_cycle_config
     assert compiled_collectives(config, num_devices=1) == []
 
