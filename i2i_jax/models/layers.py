@@ -44,19 +44,18 @@ def conv_has_bias(norm: str) -> bool:
 
 
 def bound_axis(name: str | None) -> str | None:
-    """`name` if a `shard_map` around this call binds it to more than one device, else None.
+    """`name` if a `shard_map` around this call binds it, else None.
 
     Inside the data-parallel train step an array is one device's share of the global batch,
-    which is split along that axis; anywhere else (evaluation, export), and on a one-device
-    mesh, it is the whole batch.
+    which is split along that axis; anywhere else (evaluation, export) it is the whole batch.
     """
     if name is None:
         return None
     try:
-        size = jax.lax.axis_size(name)
+        jax.lax.axis_index(name)
     except NameError:
         return None
-    return name if size > 1 else None
+    return name
 
 
 class BatchNorm(nn.Module):
