@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2i_jax import compare_torch, host_memory, parallel, tasks
+from i2i_jax import compare_torch, config_check, host_memory, parallel, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -92,7 +92,7 @@ def compile_with_cost(function, *args) -> tuple[Any, float, float]:
 
 def benchmark_train_step(config, steps: int) -> dict:
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
+    config_check.check_batch_size(config.batch_size, mesh.size, "batch_size")
     task, state, batch = train_step_inputs(config, mesh)
     compiled, compile_s, flops = compile_with_cost(
         parallel.jit_train_step(task.train_step, mesh), state, batch)

@@ -13,11 +13,12 @@ import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from i2i_jax import distributed
+from i2i_jax.errors import UserError, first_line
 
 log = logging.getLogger("i2i_jax")
 
 
-class CheckpointsUnreadableError(RuntimeError):
+class CheckpointsUnreadableError(UserError, RuntimeError):
     """Checkpoints exist but none of them restores."""
 
 
@@ -55,7 +56,7 @@ class Checkpointer:
                 state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as error:  # Orbax and TensorStore raise many types.
                 log.warning("checkpoint %d in %s cannot be restored, trying the one before: %s",
-                            step, self.manager.directory, _first_line(error))
+                            step, self.manager.directory, first_line(error))
                 failures.append((step, error))
                 # A failed restore can leave the manager misjudging the layout of the next
                 # one (after an empty step directory it expects several items): start afresh.
@@ -67,7 +68,7 @@ class Checkpointer:
         if failures:
             raise CheckpointsUnreadableError(
                 f"no checkpoint in {self.manager.directory} can be restored:\n"
-                + "\n".join(f"  step {step}: {_first_line(error)}" for step, error in failures)
+                + "\n".join(f"  step {step}: {first_line(error)}" for step, error in failures)
                 + "\nIf the config changed since they were written (network shapes), resume "
                 "with the old one; to start over, use a new --workdir.")
         return None
@@ -88,11 +89,15 @@ class Checkpointer:
         multihost_utils.sync_global_devices("i2i_jax: damaged checkpoints set aside")
         self.manager.reload()
 
+    def is_due(self, step: int, force: bool = False) -> bool:
+        """Whether `maybe_save` would save at `step`: a multiple of `every_steps` (or forced)
+        that is not saved yet."""
+        periodic = self.every_steps > 0 and step % self.every_steps == 0
+        return (force or periodic) and step not in self.manager.all_steps()
+
     def maybe_save(self, step: int, state, force: bool = False) -> bool:
-        """Saves asynchronously when `step` is a multiple of `every_steps` (or when forced)."""
-        if not force and (self.every_steps <= 0 or step % self.every_steps):
-            return False
-        if step in self.manager.all_steps():
+        """Saves asynchronously when `is_due(step, force)`."""
+        if not self.is_due(step, force):
             return False
         return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
@@ -100,7 +105,3 @@ class Checkpointer:
         self.manager.wait_until_finished()
         self.manager.close()
 
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]

@@ -1,17 +1,27 @@
-"""Entry point: `python -m i2i_jax.main --config=configs/pix2pix_facades.py --workdir=DIR`.
+"""Trains Pix2Pix or CycleGAN: `python -m i2i_jax.main --config=CONFIG --workdir=DIR`.
 
-Any config field can be overridden with `--config.<key>=<value>`. Rerunning the same command on
-the same workdir resumes from its latest checkpoint. The same command runs as one process of a
-multi-process job (TPU pod slice, GPU cluster) with `--distributed`; see launch/README.md.
+Tasks (config.model): pix2pix (paired A -> B, e.g. labels -> photo) and cycle_gan (unpaired
+A <-> B). Shipped configs: configs/pix2pix_synthetic.py and configs/cyclegan_synthetic.py (the
+embedded data, offline), configs/pix2pix_facades.py and configs/cyclegan_horse2zebra.py (the
+papers' setups). Any config key can be overridden with `--config.<key>=<value>`. Rerunning the
+same command on the same workdir resumes from its latest checkpoint. The same command runs as
+one process of a multi-process job (TPU pod slice, GPU cluster) with `--distributed`; see
+launch/README.md.
 """
 
 import logging
+import re
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from i2i_jax import distributed, train
+from i2i_jax import config_defaults, distributed, train
+from i2i_jax.errors import UserError
+
+__doc__ += ("\nConfig keys (default, Pix2Pix / CycleGAN where they differ: meaning):\n"
+            + config_defaults.describe_keys() + "\n")
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                          lock_config=True)
@@ -34,6 +44,32 @@ _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps the --profile t
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def exit_with(message: str) -> None:
+    """Ends the process with status 1 and `message`, whose last line says what to do."""
+    sys.stderr.write(f"\ni2i_jax: error: {message}\n")
+    sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, but an override of a key the config does not have is one line
+    naming the key and the nearest one it has, not a traceback."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as error:  # ml_collections' answer to an unknown key.
+        text = str(error)
+        overrides = [arg.split("=")[0][len("--config."):] for arg in argv
+                     if arg.startswith("--config.")]
+        key = next((k for k in overrides if f"'{k.split('.')[-1]}" in text.replace("\\", "")),
+                   None)
+        if key is None:
+            raise
+        nearest = re.search(r'Did you mean "(\w+)"', text)
+        fix = (f"did you mean --config.{key.rpartition('.')[0] + '.' if '.' in key else ''}"
+               f"{nearest.group(1)}? " if nearest else "")
+        exit_with(f"--config.{key}: the config has no such key.\nFix: {fix}"
+                  "`python -m i2i_jax.main --help` lists the keys.")
+
+
 def start() -> None:
     """Joins the job (before any other JAX call) and sets up logging: every process reports
     its devices once, then only process 0 logs progress."""
@@ -51,10 +87,13 @@ def start() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    start()
-    train.train_and_evaluate(CONFIG.value, WORKDIR.value, _ALLOW_CONFIG_CHANGE.value,
-                             _PROFILE_STEPS.value if _PROFILE.value else 0)
+    try:
+        start()
+        train.train_and_evaluate(CONFIG.value, WORKDIR.value, _ALLOW_CONFIG_CHANGE.value,
+                                 _PROFILE_STEPS.value if _PROFILE.value else 0)
+    except UserError as error:
+        exit_with(str(error))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -32,15 +32,6 @@ def data_parallel_size(mesh: Mesh) -> int:
     return mesh.shape[DATA_AXIS]
 
 
-def check_batch_size(global_batch: int, mesh: Mesh, key: str) -> None:
-    """Each device takes an equal share of a global batch."""
-    devices = data_parallel_size(mesh)
-    if global_batch <= 0 or global_batch % devices:
-        fix = devices * max(1, global_batch // devices)
-        raise ValueError(f"{key}={global_batch} is not a positive multiple of the {devices} "
-                         f"devices of the mesh; use e.g. --config.{key}={fix}")
-
-
 def to_global(host_batch, mesh: Mesh):
     """Assembles each process's slice of the batch into global arrays sharded on `data`."""
     sharding = batch_sharded(mesh)

@@ -6,11 +6,12 @@ import logging
 
 import jax
 import numpy as np
-import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from i2i_jax import (
+    config_check,
     distributed,
+    guards,
     host_memory,
     optim,
     parallel,
@@ -61,6 +62,46 @@ class Evaluator:
         return {k: sums[k] / counts[k] for k in sums}, np.concatenate(grids, axis=0)
 
 
+class Pending:
+    """Step metrics not yet fetched from the devices; fetched (and checked for NaN and
+    infinities) only at log steps and before a checkpoint, so the loop never waits otherwise."""
+
+    def __init__(self):
+        self.steps, self.metrics = [], []
+
+    def add(self, step: int, metrics) -> None:
+        self.steps.append(step)
+        self.metrics.append(metrics)
+
+    def check(self, checkpointer: Checkpointer, config, state=None) -> list[dict]:
+        """The fetched metrics; a NaN or infinity among them (or in the parameters of
+        `state`) stops the run."""
+        fetched = jax.device_get(self.metrics)
+        bad = guards.first_non_finite(self.steps, fetched)
+        if bad is None and state is not None and not guards.parameters_are_finite(state):
+            bad = (self.steps[-1], fetched[-1]) if fetched else (int(state.step), {})
+            raise guards.diverged(*bad, config.lr, _last_good(checkpointer),
+                                  what="the parameters became NaN or infinite")
+        if bad is not None:
+            raise guards.diverged(*bad, config.lr, _last_good(checkpointer))
+        return fetched
+
+    def checked_mean(self, checkpointer: Checkpointer, config) -> dict[str, float]:
+        """The mean of each metric over the pending steps, which are then done with."""
+        fetched = self.check(checkpointer, config)
+        self.steps, self.metrics = [], []
+        return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def _last_good(checkpointer: Checkpointer) -> str:
+    """Which checkpoint a rerun resumes from. Every saved one is good: metrics and parameters
+    are checked before each save, so none holds a non-finite value."""
+    checkpointer.manager.wait_until_finished()
+    latest = checkpointer.latest_step()
+    return (f"the last good checkpoint, step {latest}, is kept" if latest is not None
+            else "no checkpoint had been saved")
+
+
 def _sources_in_turn(config):
     """Process 0 builds the sources first (preparing a TFDS dataset if needed) while the others
     wait, so that several processes never write the same dataset files at once."""
@@ -83,10 +124,9 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
     evaluation ran).
     """
     pipeline.hide_accelerators_from_tensorflow()
-    tf.io.gfile.makedirs(workdir)
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
-    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    config_check.validate(config, mesh.size)
+    guards.check_workdir(workdir)
     is_writer = distributed.is_first_process()
     checkpointer = Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
     workdir_config.check_and_record(config, workdir, checkpointer.latest_step(),
@@ -101,6 +141,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
     task = tasks.build_task(config, steps_per_epoch)
 
     state = parallel.init_replicated(task.init_state, config.seed, mesh)
+    guards.check_free_space(workdir, state)
     restored = checkpointer.restore_latest(state)
     if restored is not None:
         state = restored
@@ -120,37 +161,39 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
     if start_step == 0 and config.eval_every_steps > 0:
         results, grid = evaluate(state)  # The untrained model: where learning starts from.
         reporter.evaluation(0, results, grid)
-    pending = []
+    pending = Pending()
     tracer = profiling.StepTracer(workdir, start_step, profile_steps, is_writer)
-    with preemption.SigtermFlag() as sigterm:
-        for step in range(start_step + 1, total_steps + 1):
-            with tracer.step(step):
-                state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
-            tracer.finish(step, step_metrics)
-            pending.append(step_metrics)
-            if step == start_step + 1:
-                host_memory.release_freed_memory()  # What compiling the step freed.
-            log_step = step % config.log_every_steps == 0 or step == total_steps
-            if log_step:
-                fetched = jax.device_get(pending)  # Host syncs only at log steps.
-                reporter.progress(step, {k: float(np.mean([m[k] for m in fetched]))
-                                         for k in fetched[0]})
-                pending = []
-            paused = False
-            if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0
-                                                or step == total_steps):
-                results, grid = evaluate(state)
-                reporter.evaluation(step, results, grid)
-                paused = True
-            if sigterm.stop_now(jax.process_count(), at_sync_point=log_step):
-                checkpointer.maybe_save(step, state, force=True)
-                log.warning("SIGTERM: saved a checkpoint at step %d of %d and stopped; rerun "
-                            "the same command to resume", step, total_steps)
-                break
-            paused |= checkpointer.maybe_save(step, state, force=step == total_steps)
-            if paused:
-                reporter.restart_clock(step)
-    tracer.close(state)
-    checkpointer.close()
-    reporter.close()
+    try:
+        with preemption.SigtermFlag() as sigterm:
+            for step in range(start_step + 1, total_steps + 1):
+                with tracer.step(step):
+                    state, step_metrics = train_step(state,
+                                                     parallel.to_global(next(batches), mesh))
+                tracer.finish(step, step_metrics)
+                pending.add(step, step_metrics)
+                if step == start_step + 1:
+                    host_memory.release_freed_memory()  # What compiling the step freed.
+                log_step = step % config.log_every_steps == 0 or step == total_steps
+                if log_step:  # Host syncs only at log steps (and before saving).
+                    reporter.progress(step, pending.checked_mean(checkpointer, config))
+                paused = False
+                if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0
+                                                    or step == total_steps):
+                    results, grid = evaluate(state)
+                    reporter.evaluation(step, results, grid)
+                    paused = True
+                stop = sigterm.stop_now(jax.process_count(), at_sync_point=log_step)
+                if checkpointer.is_due(step, force=stop or step == total_steps):
+                    pending.check(checkpointer, config, state)
+                    paused |= checkpointer.maybe_save(step, state, force=True)
+                if stop:
+                    log.warning("SIGTERM: saved a checkpoint at step %d of %d and stopped; "
+                                "rerun the same command to resume", step, total_steps)
+                    break
+                if paused:
+                    reporter.restart_clock(step)
+    finally:  # Also when a guard stops the run: in-flight checkpoints complete.
+        tracer.close(state)
+        checkpointer.close()
+        reporter.close()
     return state, results

@@ -11,6 +11,9 @@ import os
 import ml_collections
 import tensorflow as tf
 
+from i2i_jax import config_defaults
+from i2i_jax.errors import UserError
+
 log = logging.getLogger("i2i_jax")
 
 CONFIG_FILE = "config.json"
@@ -23,7 +26,7 @@ BOOKKEEPING_KEYS = frozenset({
     "data.num_parallel_calls", "conv_lowering", "remat"})
 
 
-class ConfigChangedError(ValueError):
+class ConfigChangedError(UserError, ValueError):
     """A workdir is being resumed with a config other than the one it was trained with."""
 
 
@@ -41,19 +44,10 @@ def load(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def changes(saved: dict, config) -> list[str]:
     """`key: old -> new` for every key whose value differs, bookkeeping keys aside."""
-    old, new = _flatten(saved), _flatten(json.loads(to_json(config)))
+    old = config_defaults.flatten(saved)
+    new = config_defaults.flatten(json.loads(to_json(config)))
     missing = "(absent)"
     return [f"{key}: {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
             for key in sorted(old.keys() | new.keys())

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from i2i_jax.config_defaults import cyclegan, pix2pix
+from i2i_jax.config_defaults import KEY_MEANINGS, cyclegan, flatten, pix2pix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,3 +67,42 @@ def test_benchmark_prints_one_json_line_with_the_figures(config_file, netG):
                 "devices"):
         assert figures[key] > 0, key
     assert figures["batch_size"] == 2
+
+
+def run_main(*args, workdir="/nonexistent/never_written"):
+    return subprocess.run([sys.executable, "-m", "i2i_jax.main",
+                           "--config=configs/pix2pix_synthetic.py", f"--workdir={workdir}", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,last_line", [
+    (["--config.crop_sise=64"], "Fix: did you mean --config.crop_size? `python -m i2i_jax.main "
+                                "--help` lists the keys."),
+    (["--config.data.sorce=folder"], "Fix: did you mean --config.data.source? `python -m "
+                                     "i2i_jax.main --help` lists the keys."),
+    (["--config.crop_size=100"], "Fix: --config.load_size=100 or more, or --config.crop_size=72 "
+                                 "or less"),
+    (["--config.data.source=folder", "--config.data.dataroot=/no/such/dataset"], None),
+])
+def test_a_user_error_exits_1_with_its_fix_on_the_last_line_and_no_traceback(
+        args, last_line, tmp_path):
+    result = run_main(*args, workdir=str(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    if last_line:
+        assert lines[-1] == last_line
+    else:
+        assert "/no/such/dataset" in lines[-1] and "data.dataroot" in lines[-1]
+
+
+def test_help_lists_the_tasks_and_every_config_key_with_its_meaning():
+    result = run_main("--help")  # absl ends --help with status 1.
+    assert "Tasks (config.model): pix2pix" in result.stdout
+    for key, meaning in KEY_MEANINGS.items():
+        assert f"  {key} = " in result.stdout and meaning in result.stdout, key
+
+
+def test_every_config_key_has_a_meaning_for_help():
+    keys = set(flatten(pix2pix().to_dict())) | set(flatten(cyclegan().to_dict()))
+    assert keys == set(KEY_MEANINGS)

@@ -68,6 +68,15 @@ def orient(example: dict[str, tf.Tensor], direction: str) -> dict[str, tf.Tensor
     return {swap.get(k, k): v for k, v in example.items()}
 
 
+def to_channels(example: dict[str, tf.Tensor], config) -> dict[str, tf.Tensor]:
+    """A (after `orient`) to `input_nc` channels and B to `output_nc`: sources decode every
+    image to RGB (grayscale, palette, 16-bit, CMYK and RGBA files included), and a 1-channel
+    side is its luma."""
+    wanted = {"A": config.input_nc, "B": config.output_nc}
+    return {k: tf.image.rgb_to_grayscale(v) if wanted.get(k) == 1 else v
+            for k, v in example.items()}
+
+
 def _thread_options(config) -> tf.data.Options:
     """A bounded private thread pool, so input work does not starve XLA on small machines."""
     options = tf.data.Options()
@@ -120,8 +129,8 @@ def train_batches(sources: Sequence[Source], config, global_batch: int, start_st
     positions = _local_positions(start_step, global_batch, process_index, process_count)
     streams = [_jittered_stream(s, config, k, positions) for k, s in enumerate(sources)]
     stream = tf.data.Dataset.zip(tuple(streams)).map(
-        lambda *examples: orient({k: v for e in examples for k, v in e.items()},
-                                 config.direction))
+        lambda *examples: to_channels(orient({k: v for e in examples for k, v in e.items()},
+                                             config.direction), config))
     stream = stream.batch(global_batch // process_count, drop_remainder=True).prefetch(2)
     return stream.with_options(_thread_options(config)).as_numpy_iterator()
 
@@ -140,8 +149,8 @@ def eval_batches(source: Source, config, global_batch: int, process_index: int =
     def prepare(position):
         index = tf.minimum(position, source.num_examples - 1)
         images = source.read(index)
-        example = orient({k: center_view(v, config) for k, v in images.items()},
-                         config.direction)
+        example = to_channels(orient({k: center_view(v, config) for k, v in images.items()},
+                                     config.direction), config)
         example["index"] = tf.cast(index, tf.int32)
         return example, tf.cast(position < source.num_examples, tf.float32)
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from i2i_jax.data import synthetic
+from i2i_jax.data import synthetic, validation
+from i2i_jax.errors import ConfigError, DataMissingError
 
 SOURCES = ("synthetic", "folder", "tfds")
 DOMAINS = ("A", "B")
@@ -56,22 +57,25 @@ def list_images(directory: str) -> list[str]:
                   if name.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def _image_folder(root: str, folder: str) -> list[str]:
-    """The images in `root/folder`, or an error naming what `root` holds instead."""
+def _image_folder(config, folder: str, side_by_side: bool) -> list[str]:
+    """The images in `dataroot/folder` that pass the scan (`validation.usable_files`), or an
+    error naming what `dataroot` holds instead."""
+    root = config.data.dataroot
     if not root:
-        raise ValueError("data.source='folder' needs --config.data.dataroot=/path/to/dataset")
+        raise ConfigError("data.dataroot", root, "data.source='folder' reads a directory",
+                          "--config.data.dataroot=/path/to/dataset")
     directory = os.path.join(root, folder)
     if not os.path.isdir(directory):
         present = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) \
             if os.path.isdir(root) else []
-        raise FileNotFoundError(
+        raise DataMissingError(
             f"split {folder!r} not found: {directory} is not a directory (data.dataroot={root!r} "
             f"has {present or 'no split folders'}); set data.train_split/data.eval_split to one "
             f"of them or fix data.dataroot")
     files = list_images(directory)
     if not files:
-        raise FileNotFoundError(f"{directory} holds no images with extensions {IMAGE_EXTENSIONS}")
-    return files
+        raise DataMissingError(f"{directory} holds no images with extensions {IMAGE_EXTENSIONS}")
+    return validation.usable_files(files, directory, config, side_by_side)
 
 
 def _file_source(files: list[str], decode: Callable, description: str) -> Source:
@@ -91,7 +95,7 @@ def paired_source(config, split: str) -> Source:
         return in_memory_source({"A": photos, "B": labels},
                                 f"synthetic facades {split}: {size} pairs at {config.load_size}px")
     if config.data.source == "folder":
-        files = _image_folder(config.data.dataroot, split)
+        files = _image_folder(config, split, side_by_side=True)
         return _file_source(files, split_side_by_side,
                             f"folder {config.data.dataroot}/{split}: {len(files)} A|B images")
     if config.data.source == "tfds":
@@ -125,7 +129,7 @@ def domain_source(config, split: str, domain: str) -> Source:
         return in_memory_source(images, f"synthetic {styles[domain]} facades {split}{domain}: "
                                         f"{size} at {config.load_size}px")
     if config.data.source == "folder":
-        files = _image_folder(config.data.dataroot, split + domain)
+        files = _image_folder(config, split + domain, side_by_side=False)
         return _file_source(files, lambda image: {domain: image},
                             f"folder {config.data.dataroot}/{split}{domain}: {len(files)} images")
     if config.data.source == "tfds":
@@ -141,7 +145,7 @@ def _tfds_source(builder, split: str, features: dict[str, str]) -> Source:
     import tensorflow_datasets as tfds
     available = builder.info.splits
     if split not in available:
-        raise ValueError(f"{builder.info.full_name} has no split {split!r}; it has "
+        raise DataMissingError(f"{builder.info.full_name} has no split {split!r}; it has "
                          f"{sorted(available)}: set data.train_split/data.eval_split accordingly")
     examples = builder.as_data_source(
         split, decoders={name: tfds.decode.SkipDecoding() for name in features.values()})

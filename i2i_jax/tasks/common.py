@@ -41,8 +41,10 @@ class GanTask:
 
 
 def sample_row(*images: jax.Array) -> jax.Array:
-    """uint8 images side by side (e.g. input | output | target), their first 3 channels."""
-    return jnp.concatenate([image[..., :3] for image in images], axis=2)
+    """uint8 images side by side (e.g. input | output | target) as RGB: their first 3
+    channels, a 1-channel image as gray."""
+    return jnp.concatenate([jnp.broadcast_to(image[..., :3], image.shape[:-1] + (3,))
+                            for image in images], axis=2)
 
 
 def to_model_range(images_uint8: jax.Array) -> jax.Array:

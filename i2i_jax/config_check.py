@@ -1,0 +1,149 @@
+"""Checks a config before anything is built, so a wrong value fails in a second, not at hour ten.
+
+Every violation is a `ConfigError` naming the key, the value, the rule and a fix.
+"""
+
+import difflib
+import math
+import re
+
+from i2i_jax import losses, models, tasks
+from i2i_jax.data import pipeline, sources
+from i2i_jax.errors import ConfigError
+from i2i_jax.models import layers
+from i2i_jax.tasks import common
+
+ON_BAD_IMAGE = ("error", "skip")
+CHANNELS = (1, 3)  # What image files decode to: grayscale or RGB.
+DTYPES = ("float32", "bfloat16")
+
+# Keys whose value must be one of a list.
+_CHOICES = {
+    "model": tuple(sorted(tasks.TASKS)),
+    "netD": models.DISCRIMINATORS,
+    "norm": layers.NORMS,
+    "gan_mode": losses.GAN_MODES,
+    "init_type": layers.INIT_TYPES,
+    "eval_mode": common.TEST_MODES,
+    "direction": pipeline.DIRECTIONS,
+    "preprocess": pipeline.PREPROCESS,
+    "conv_lowering": layers.LOWERINGS,
+    "remat": common.REMATS,
+    "dtype": DTYPES,
+    "input_nc": CHANNELS,
+    "output_nc": CHANNELS,
+    "data.source": sources.SOURCES,
+    "data.on_bad_image": ON_BAD_IMAGE,
+}
+# Keys whose value must be at least a bound: (minimum, what the bound means).
+_MINIMUMS = {
+    "ngf": (1, "a filter count"), "ndf": (1, "a filter count"),
+    "n_layers_D": (1, "a layer count"), "load_size": (1, "a size in pixels"),
+    "crop_size": (1, "a size in pixels"), "n_epochs": (0, "an epoch count"),
+    "n_epochs_decay": (0, "an epoch count"), "lambda_L1": (0, "a loss weight"),
+    "lambda_A": (0, "a loss weight"), "lambda_B": (0, "a loss weight"),
+    "lambda_identity": (0, "a loss weight"), "lambda_gp": (0, "a loss weight"),
+    "pool_size": (0, "an image count (0 turns the pool off)"),
+    "log_every_steps": (1, "a step interval"),
+    "eval_every_steps": (0, "a step interval (0 turns evaluation off)"),
+    "checkpoint_every_steps": (0, "a step interval (0 saves at the end only)"),
+    "keep_checkpoints": (1, "a checkpoint count"),
+    "num_sample_images": (0, "an image count"),
+    "data.num_parallel_calls": (1, "a thread count"),
+    "data.synthetic_train_size": (1, "an example count"),
+    "data.synthetic_test_size": (1, "an example count"),
+}
+
+
+def _get(config, key: str):
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def validate(config, num_devices: int) -> None:
+    """Raises a `ConfigError` for the first rule `config` breaks; `num_devices` is the size of
+    the mesh the batches are split over."""
+    for key, choices in _CHOICES.items():
+        if _has(config, key) and (value := _get(config, key)) not in choices:
+            raise ConfigError(key, value, f"must be one of {list(choices)}",
+                              f"--config.{key}={_nearest(value, choices)}")
+    _check_generator_name(config)
+    for key, (minimum, meaning) in _MINIMUMS.items():
+        if _has(config, key) and _get(config, key) < minimum:
+            raise ConfigError(key, _get(config, key), f"{meaning} must be at least {minimum}",
+                              f"--config.{key}={minimum} or more")
+    _check_schedule(config)
+    _check_sizes(config)
+    for key in ("batch_size", "eval_batch_size"):
+        check_batch_size(config[key], num_devices, key)
+
+
+def _has(config, key: str) -> bool:
+    head, _, rest = key.partition(".")
+    return head in config and (not rest or _has(config[head], rest))
+
+
+def _nearest(value, choices) -> str:
+    """The choice most like `value`: a plausible typo fix, else the first choice."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+    return close[0] if close else str(choices[0])
+
+
+def _check_generator_name(config) -> None:
+    if not (re.fullmatch(r"unet_(\d+)", config.netG) or
+            re.fullmatch(r"resnet_(\d+)blocks", config.netG)):
+        raise ConfigError("netG", config.netG, f"must be one of {list(models.GENERATORS)}",
+                          "--config.netG=unet_256 (Pix2Pix) or --config.netG=resnet_9blocks")
+    try:
+        models.build_generator(config)
+    except ValueError:
+        raise ConfigError("netG", config.netG, "a U-Net's size must be a power of two >= 4",
+                          "--config.netG=unet_256 or unet_128") from None
+
+
+def _check_schedule(config) -> None:
+    steps = config.num_train_steps
+    if steps == 0 or steps < -1:
+        raise ConfigError("num_train_steps", steps, "must be a positive number of steps, or -1 "
+                          "to train for n_epochs + n_epochs_decay epochs",
+                          "--config.num_train_steps=-1 or a positive count")
+    if steps == -1 and config.n_epochs + config.n_epochs_decay <= 0:
+        raise ConfigError("n_epochs", config.n_epochs, "with n_epochs_decay="
+                          f"{config.n_epochs_decay} and num_train_steps=-1 there is nothing to "
+                          "train", "--config.n_epochs=100 (or --config.num_train_steps=N)")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ConfigError("lr", config.lr, "the learning rate must be positive and finite",
+                          "--config.lr=2e-4 (the reference's)")
+    if not 0 <= config.beta1 < 1:
+        raise ConfigError("beta1", config.beta1, "Adam's beta1 must be in [0, 1)",
+                          "--config.beta1=0.5 (the reference's)")
+
+
+def _check_sizes(config) -> None:
+    crop = config.crop_size
+    if config.preprocess == "resize_and_crop" and crop > config.load_size:
+        raise ConfigError("crop_size", crop, f"a crop cannot be larger than the image it is "
+                          f"cut from (load_size={config.load_size})",
+                          f"--config.load_size={crop} or more, or --config.crop_size="
+                          f"{config.load_size} or less")
+    multiple, minimum = models.input_size_rule(config)
+    if crop % multiple or crop < minimum:
+        works = [multiple * k for k in range(max(1, minimum // multiple), 100)
+                 if multiple * k >= minimum][:3]
+        power = crop & -crop  # The largest power of two dividing crop_size.
+        other = (f", or a U-Net that takes it: --config.netG=unet_{power}"
+                 if config.netG.startswith("unet_") and power >= 4 else "")
+        raise ConfigError("crop_size", crop, f"netG={config.netG} takes square images whose "
+                          f"side is a multiple of {multiple} and at least {minimum} "
+                          f"({', '.join(map(str, works))}, ...)",
+                          f"--config.crop_size={works[0]}{other}")
+
+
+def check_batch_size(global_batch: int, num_devices: int, key: str) -> None:
+    """Each device takes an equal share of a global batch."""
+    if global_batch <= 0 or global_batch % num_devices:
+        fix = num_devices * max(1, global_batch // num_devices)
+        raise ConfigError(key, global_batch, f"must be a positive multiple of the "
+                          f"{num_devices} devices the batch is split over",
+                          f"--config.{key}={fix}")

@@ -1,0 +1,124 @@
+"""A scan of a folder dataset before training: every image is opened and decoded once, so a
+broken file stops the run (or is left out) now, with its name and what is wrong with it, rather
+than killing the run when the pipeline reaches it hours later.
+
+Results are cached per folder in `$I2I_JAX_CACHE` (default `~/.cache/i2i_jax`), keyed by the
+files' names, sizes and modification times and by the rules applied, so an unchanged dataset
+is scanned once.
+"""
+
+import collections
+import hashlib
+import json
+import logging
+import os
+
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+from i2i_jax.errors import DataError
+
+log = logging.getLogger("i2i_jax")
+
+# PIL modes that are converted on reading (decoded to 8-bit RGB, then to the configured
+# channel count), with the words a notice uses for them.
+_CONVERTED_MODES = {"1": "1-bit", "L": "grayscale", "LA": "grayscale with alpha",
+                    "I;16": "16-bit", "I;16B": "16-bit", "I": "32-bit", "P": "palette",
+                    "PA": "palette with alpha", "RGBA": "RGBA (alpha dropped)",
+                    "CMYK": "CMYK", "YCbCr": "YCbCr"}
+_SCAN_VERSION = 1  # Bump when the rules change, so that old cached verdicts are not reused.
+
+
+def cache_dir() -> str:
+    return os.environ.get("I2I_JAX_CACHE", os.path.expanduser("~/.cache/i2i_jax"))
+
+
+def check_image(path: str, side_by_side: bool, min_side: int) -> tuple[str | None, str]:
+    """(why the file cannot be trained on, or None; its PIL mode).
+
+    `side_by_side`: the file holds A | B halves, so its width must be even. `min_side`: each
+    image (each half) must be at least this wide and high (a crop taken without resizing).
+    """
+    if os.path.getsize(path) == 0:
+        return "empty file (0 bytes)", ""
+    try:
+        with Image.open(path) as image:
+            mode, (width, height) = image.mode, image.size
+            image.load()  # Decodes every pixel: a truncated file fails here.
+    except UnidentifiedImageError:
+        return "not an image (no image format recognised)", ""
+    except (OSError, ValueError, SyntaxError) as error:
+        return f"truncated or corrupt ({str(error).splitlines()[0][:120]})", ""
+    try:  # The decoder training uses must agree.
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.OpError as error:
+        return f"TensorFlow cannot decode it ({error.message.splitlines()[0][:120]})", mode
+    if side_by_side and width % 2:
+        return (f"odd width {width}: an A|B image is two halves of equal width", mode)
+    image_width = width // 2 if side_by_side else width
+    if min(image_width, height) < min_side:
+        what = "each half is" if side_by_side else "it is"
+        return (f"{what} {image_width}x{height}, smaller than the {min_side}x{min_side} crop "
+                "(preprocess=crop does not resize)", mode)
+    return None, mode
+
+
+def _cache_key(files: list[str], side_by_side: bool, min_side: int) -> str:
+    digest = hashlib.sha256(json.dumps([_SCAN_VERSION, side_by_side, min_side]).encode())
+    for path in files:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def scan(files: list[str], side_by_side: bool, min_side: int) -> dict:
+    """`{"bad": {path: why}, "modes": {mode: count}}` for these files, from the cache when
+    none of them changed since the last scan."""
+    path = os.path.join(cache_dir(), "scans", _cache_key(files, side_by_side, min_side) + ".json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    bad, modes = {}, collections.Counter()
+    for file in files:
+        why, mode = check_image(file, side_by_side, min_side)
+        if why:
+            bad[file] = why
+        else:
+            modes[mode] += 1
+    result = {"bad": bad, "modes": dict(modes)}
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.tmp"  # Processes of one job may scan at once.
+        with open(partial, "w") as f:
+            json.dump(result, f)
+        os.replace(partial, path)
+    except OSError as error:  # The scan stands; only the next run's shortcut is lost.
+        log.warning("could not cache the data scan in %s: %s", path, error)
+    return result
+
+
+def usable_files(files: list[str], directory: str, config, side_by_side: bool) -> list[str]:
+    """The files of `directory` to train on, per `config.data.on_bad_image`: `error` stops
+    with every bad file and why; `skip` leaves them out and says which."""
+    min_side = config.crop_size if config.preprocess == "crop" else 1
+    result = scan(files, side_by_side, min_side)
+    converted = {mode: n for mode, n in result["modes"].items() if mode in _CONVERTED_MODES}
+    if converted:
+        kinds = sorted(f"{n} {_CONVERTED_MODES[m]}" for m, n in converted.items())
+        log.info("%s: converting %s image(s) to RGB, then to the configured channels",
+                 directory, ", ".join(kinds))
+    bad = result["bad"]
+    if not bad:
+        return files
+    listing = "\n".join(f"  {path}: {why}" for path, why in sorted(bad.items()))
+    if config.data.on_bad_image == "skip":
+        log.warning("%s: skipping %d of %d images that cannot be trained on:\n%s", directory,
+                    len(bad), len(files), listing)
+        kept = [f for f in files if f not in bad]
+        if not kept:
+            raise DataError(f"{directory}: none of its {len(files)} images can be trained on:\n"
+                            f"{listing}\nFix: repair or replace these files")
+        return kept
+    raise DataError(f"{directory}: {len(bad)} of {len(files)} images cannot be trained on:\n"
+                    f"{listing}\nFix: repair or remove these files, or pass "
+                    "--config.data.on_bad_image=skip to train without them")
