@@ -22,6 +22,10 @@ class CheckpointsUnreadableError(UserError, RuntimeError):
     """Checkpoints exist but none of them restores."""
 
 
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint could not be written; the earlier ones are intact."""
+
+
 class Checkpointer:
     """Periodic saves and restore-latest; every process must call it (orbax coordinates them)."""
 
@@ -96,12 +100,35 @@ class Checkpointer:
         return (force or periodic) and step not in self.manager.all_steps()
 
     def maybe_save(self, step: int, state, force: bool = False) -> bool:
-        """Saves asynchronously when `is_due(step, force)`."""
+        """Saves asynchronously when `is_due(step, force)`. A failed write (a full disk, a lost
+        mount) stops the run; orbax writes each checkpoint to a temporary directory and renames
+        it when complete, so the ones written before stay intact."""
         if not self.is_due(step, force):
             return False
-        return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        try:
+            return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        except Exception as error:  # An earlier async write's failure also surfaces here.
+            raise self._write_failed(step, error) from error
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for the last asynchronous write, then releases the manager."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:
+            raise self._write_failed(None, error) from error
+        finally:
+            self.manager.close()
+
+    def _write_failed(self, step: int | None, error: Exception) -> CheckpointWriteError:
+        self.manager.reload()
+        kept = self.manager.all_steps()
+        when = f" (noticed when saving step {step})" if step is not None else ""
+        return CheckpointWriteError(
+            f"writing a checkpoint to {self.manager.directory} failed{when}: "
+            f"{first_line(error)}\n"
+            + (f"The checkpoints written before ({', '.join(map(str, kept))}) are intact; "
+               f"rerunning resumes from step {kept[-1]}." if kept else "No checkpoint was "
+               "written.")
+            + f"\nFix: free space on (or repair) the disk of {self.workdir}, then rerun the "
+            "same command")
 

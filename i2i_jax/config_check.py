@@ -7,8 +7,7 @@ import difflib
 import math
 import re
 
-from i2i_jax import losses, models, tasks
-from i2i_jax.data import pipeline, sources
+from i2i_jax import data, losses, models, tasks
 from i2i_jax.errors import ConfigError
 from i2i_jax.models import layers
 from i2i_jax.tasks import common
@@ -25,14 +24,14 @@ _CHOICES = {
     "gan_mode": losses.GAN_MODES,
     "init_type": layers.INIT_TYPES,
     "eval_mode": common.TEST_MODES,
-    "direction": pipeline.DIRECTIONS,
-    "preprocess": pipeline.PREPROCESS,
+    "direction": data.DIRECTIONS,
+    "preprocess": data.PREPROCESS,
     "conv_lowering": layers.LOWERINGS,
     "remat": common.REMATS,
     "dtype": DTYPES,
     "input_nc": CHANNELS,
     "output_nc": CHANNELS,
-    "data.source": sources.SOURCES,
+    "data.source": data.SOURCES,
     "data.on_bad_image": ON_BAD_IMAGE,
 }
 # Keys whose value must be at least a bound: (minimum, what the bound means).

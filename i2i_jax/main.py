@@ -10,6 +10,7 @@ launch/README.md.
 """
 
 import logging
+import os
 import re
 import sys
 
@@ -45,9 +46,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def exit_with(message: str) -> None:
-    """Ends the process with status 1 and `message`, whose last line says what to do."""
+    """Ends the process with status 1 and `message`, whose last line says what to do.
+
+    It exits at once: library threads still holding failed work (orbax's writers after a full
+    disk) would print tracebacks at interpreter shutdown, after the message. Checkpoints are
+    closed and logs written by then.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
     sys.stderr.write(f"\ni2i_jax: error: {message}\n")
-    sys.exit(1)
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -12,10 +12,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from i2i_jax.data import DIRECTIONS, PREPROCESS
 from i2i_jax.data.sources import Source
-
-DIRECTIONS = ("AtoB", "BtoA")
-PREPROCESS = ("resize_and_crop", "crop", "none")
 
 
 def hide_accelerators_from_tensorflow() -> None:

@@ -14,10 +14,9 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from i2i_jax.data import synthetic, validation
+from i2i_jax.data import SOURCES, synthetic, validation
 from i2i_jax.errors import ConfigError, DataMissingError
 
-SOURCES = ("synthetic", "folder", "tfds")
 DOMAINS = ("A", "B")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
