@@ -4,6 +4,7 @@ what each `data.on_bad_image` policy does with it before and during training."""
 import io
 import logging
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 from tiny_configs import get_config
 
 from i2i_jax import train
-from i2i_jax.data import sources
+from i2i_jax.data import pipeline, sources
 from i2i_jax.errors import DataError, DataMissingError
 
 SIDE = 36  # Each half of an A|B image; the tiny configs crop 32.
@@ -147,3 +148,15 @@ def test_an_empty_domain_is_named(tmp_path):
     pair_image(0).save(tmp_path / "trainA" / "a.png")
     with pytest.raises(DataMissingError, match=r"trainB holds no images"):
         sources.train_sources(config)
+
+
+def test_a_file_damaged_after_the_scan_is_a_data_error_when_read(folder_config):
+    config, _ = folder_config
+    config.data.on_bad_image = "skip"
+    train_sources = sources.train_sources(config)  # Scanned: 9 usable files.
+    (pathlib.Path(config.data.dataroot) / "train" / "plain_0.png").write_bytes(b"\x89PNG junk")
+    batches = pipeline.train_batches(train_sources, config, config.batch_size)
+    with pytest.raises(DataError, match=r"^reading the data failed during the run: ") as stop:
+        for _ in range(3):  # Three batches of 4 visit every one of the 9 files.
+            next(batches)
+    assert str(stop.value).splitlines()[-1].startswith("Fix: rerun the same command")

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from i2i_jax.data import DIRECTIONS, PREPROCESS
 from i2i_jax.data.sources import Source
+from i2i_jax.errors import DataError
 
 
 def hide_accelerators_from_tensorflow() -> None:
@@ -75,6 +76,18 @@ def to_channels(example: dict[str, tf.Tensor], config) -> dict[str, tf.Tensor]:
             for k, v in example.items()}
 
 
+def _read_errors_named(batches: Iterator) -> Iterator:
+    """`batches`, with a file that fails to read or decode (changed or damaged since the scan
+    that started the run) reported as a `DataError` rather than a TensorFlow traceback."""
+    try:
+        yield from batches
+    except tf.errors.OpError as error:
+        raise DataError(
+            f"reading the data failed during the run: {error.message.splitlines()[0][:300]}\n"
+            "Fix: rerun the same command: it resumes from the last checkpoint, and the scan of "
+            "a folder dataset names every file that changed since and cannot be read") from None
+
+
 def _thread_options(config) -> tf.data.Options:
     """A bounded private thread pool, so input work does not starve XLA on small machines."""
     options = tf.data.Options()
@@ -130,7 +143,7 @@ def train_batches(sources: Sequence[Source], config, global_batch: int, start_st
         lambda *examples: to_channels(orient({k: v for e in examples for k, v in e.items()},
                                              config.direction), config))
     stream = stream.batch(global_batch // process_count, drop_remainder=True).prefetch(2)
-    return stream.with_options(_thread_options(config)).as_numpy_iterator()
+    return _read_errors_named(stream.with_options(_thread_options(config)).as_numpy_iterator())
 
 
 def eval_batches(source: Source, config, global_batch: int, process_index: int = 0,
@@ -156,4 +169,4 @@ def eval_batches(source: Source, config, global_batch: int, process_index: int =
     stream = stream.take(num_batches * (global_batch // process_count))
     stream = stream.map(prepare, num_parallel_calls=config.data.num_parallel_calls)
     stream = stream.batch(global_batch // process_count).prefetch(2)
-    return stream.with_options(_thread_options(config)).as_numpy_iterator()
+    return _read_errors_named(stream.with_options(_thread_options(config)).as_numpy_iterator())
