@@ -160,3 +160,34 @@ def test_a_file_damaged_after_the_scan_is_a_data_error_when_read(folder_config):
         for _ in range(3):  # Three batches of 4 visit every one of the 9 files.
             next(batches)
     assert str(stop.value).splitlines()[-1].startswith("Fix: rerun the same command")
+
+
+def test_pairs_in_separate_a_and_b_folders_are_matched_by_name(tmp_path, monkeypatch):
+    """The reference's pre-combine layout, A/train and B/train: a name in only one folder is
+    a broken pair, reported like a broken image."""
+    monkeypatch.setenv("I2I_JAX_CACHE", str(tmp_path / "cache"))
+    images = {}
+    for domain, names in (("A", ["x", "y", "only_a"]), ("B", ["x", "y", "only_b"])):
+        os.makedirs(tmp_path / "data" / domain / "train")
+        for i, name in enumerate(names):
+            images[domain, name] = np.asarray(pair_image(i + (10 if domain == "B" else 0)))
+            Image.fromarray(images[domain, name]).save(
+                tmp_path / "data" / domain / "train" / f"{name}.png")
+    config = get_config("pix2pix")
+    config.data.source = "folder"
+    config.data.dataroot = str(tmp_path / "data")
+    where = f"{tmp_path}/data"
+    with pytest.raises(DataError) as stop:
+        sources.paired_source(config, "train")
+    assert str(stop.value).splitlines()[:3] == [
+        f"{where}/{{A,B}}/train: 2 of 6 images cannot be trained on:",
+        f"  {where}/A/train/only_a.png: no B/train/only_a.png to pair it with",
+        f"  {where}/B/train/only_b.png: no A/train/only_b.png to pair it with"]
+
+    config.data.on_bad_image = "skip"
+    source = sources.paired_source(config, "train")
+    assert source.num_examples == 2
+    for index, name in enumerate(["x", "y"]):
+        pair = source.read(index)
+        for domain in ("A", "B"):
+            np.testing.assert_array_equal(pair[domain].numpy(), images[domain, name])

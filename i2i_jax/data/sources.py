@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from i2i_jax.data import SOURCES, synthetic, validation
-from i2i_jax.errors import ConfigError, DataMissingError
+from i2i_jax.errors import ConfigError, DataError, DataMissingError
 
 DOMAINS = ("A", "B")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -94,15 +94,47 @@ def paired_source(config, split: str) -> Source:
         return in_memory_source({"A": photos, "B": labels},
                                 f"synthetic facades {split}: {size} pairs at {config.load_size}px")
     if config.data.source == "folder":
+        root = config.data.dataroot
+        if root and all(os.path.isdir(os.path.join(root, d, split)) for d in DOMAINS):
+            return _separate_pairs(config, split)
         files = _image_folder(config, split, side_by_side=True)
         return _file_source(files, split_side_by_side,
-                            f"folder {config.data.dataroot}/{split}: {len(files)} A|B images")
+                            f"folder {root}/{split}: {len(files)} A|B images")
     if config.data.source == "tfds":
         from i2i_jax.data import tfds_builders  # Imports TFDS only when asked for.
         builder = tfds_builders.prepared_builder(tfds_builders.PAIRED, config.data.name,
                                                  config.data.data_dir, config.data.manual_dir)
         return _tfds_source(builder, split, {"A": "image_a", "B": "image_b"})
     raise ValueError(f"data.source={config.data.source!r} is not one of {SOURCES}")
+
+
+def _separate_pairs(config, split: str) -> Source:
+    """Pairs kept as two folders, `dataroot/A/<split>` and `dataroot/B/<split>`, matched by
+    file name: the layout the reference's combine_A_and_B.py takes. A name in only one of them
+    is a broken pair (`data.on_bad_image` decides), as is a pair with a bad image."""
+    folders = {d: os.path.join(config.data.dataroot, d, split) for d in DOMAINS}
+    named = {d: {os.path.basename(f): f for f in list_images(folders[d])} for d in DOMAINS}
+    unmatched = {f"{folders[d]}/{name}": f"no {other}/{split}/{name} to pair it with"
+                 for d, other in zip(DOMAINS, DOMAINS[::-1], strict=True)
+                 for name in sorted(named[d].keys() - named[other].keys())}
+    names = sorted(named["A"].keys() & named["B"].keys())
+    bad = dict(unmatched)
+    for d in DOMAINS:
+        bad.update(validation.find_bad([named[d][n] for n in names], folders[d], config,
+                                       side_by_side=False))
+    where = f"{config.data.dataroot}/{{A,B}}/{split}"
+    if bad:
+        validation.report_bad(bad, len(named["A"]) + len(named["B"]), where, config)
+    pairs = [n for n in names if not any(named[d][n] in bad for d in DOMAINS)]
+    if not pairs:
+        raise DataError(f"{where}: no usable pairs\nFix: put images of the same name in A/ "
+                        f"and B/, or fix the ones listed above")
+    paths = {d: tf.constant([named[d][n] for n in pairs]) for d in DOMAINS}
+    return Source(num_examples=len(pairs),
+                  read=lambda i: {d: decode_image(tf.io.read_file(tf.gather(paths[d], i)))
+                                  for d in DOMAINS},
+                  description=f"folder {config.data.dataroot}/{{A,B}}/{split}: {len(pairs)} "
+                              "pairs")
 
 
 # --- Unpaired datasets (CycleGAN) ------------------------------------------------------------

@@ -100,6 +100,15 @@ def scan(files: list[str], side_by_side: bool, min_side: int) -> dict:
 def usable_files(files: list[str], directory: str, config, side_by_side: bool) -> list[str]:
     """The files of `directory` to train on, per `config.data.on_bad_image`: `error` stops
     with every bad file and why; `skip` leaves them out and says which."""
+    bad = find_bad(files, directory, config, side_by_side)
+    if bad:
+        report_bad(bad, len(files), directory, config)
+    return [f for f in files if f not in bad]
+
+
+def find_bad(files: list[str], directory: str, config, side_by_side: bool) -> dict[str, str]:
+    """{file: why} for the files of `directory` that cannot be trained on; logs a notice of
+    the ones that will be converted."""
     min_side = config.crop_size if config.preprocess == "crop" else 1
     result = scan(files, side_by_side, min_side)
     converted = {mode: n for mode, n in result["modes"].items() if mode in _CONVERTED_MODES}
@@ -107,18 +116,19 @@ def usable_files(files: list[str], directory: str, config, side_by_side: bool) -
         kinds = sorted(f"{n} {_CONVERTED_MODES[m]}" for m, n in converted.items())
         log.info("%s: converting %s image(s) to RGB, then to the configured channels",
                  directory, ", ".join(kinds))
-    bad = result["bad"]
-    if not bad:
-        return files
+    return result["bad"]
+
+
+def report_bad(bad: dict[str, str], total: int, directory: str, config) -> None:
+    """Stops on files that cannot be trained on (`data.on_bad_image=error`), listing each and
+    why, or logs them (`skip`); stops either way when none of the `total` is usable."""
     listing = "\n".join(f"  {path}: {why}" for path, why in sorted(bad.items()))
-    if config.data.on_bad_image == "skip":
-        log.warning("%s: skipping %d of %d images that cannot be trained on:\n%s", directory,
-                    len(bad), len(files), listing)
-        kept = [f for f in files if f not in bad]
-        if not kept:
-            raise DataError(f"{directory}: none of its {len(files)} images can be trained on:\n"
-                            f"{listing}\nFix: repair or replace these files")
-        return kept
-    raise DataError(f"{directory}: {len(bad)} of {len(files)} images cannot be trained on:\n"
-                    f"{listing}\nFix: repair or remove these files, or pass "
-                    "--config.data.on_bad_image=skip to train without them")
+    if config.data.on_bad_image != "skip":
+        raise DataError(f"{directory}: {len(bad)} of {total} images cannot be trained on:\n"
+                        f"{listing}\nFix: repair or remove these files, or pass "
+                        "--config.data.on_bad_image=skip to train without them")
+    if len(bad) == total:
+        raise DataError(f"{directory}: none of its {total} images can be trained on:\n"
+                        f"{listing}\nFix: repair or replace these files")
+    log.warning("%s: skipping %d of %d images that cannot be trained on:\n%s", directory,
+                len(bad), total, listing)
