@@ -21,8 +21,16 @@ class DataError(UserError, ValueError):
     """A dataset that cannot be trained on as it is: empty, or with bad files."""
 
 
-class DataMissingError(UserError, FileNotFoundError):
-    """A dataset, split or domain that is not where the config says."""
+class NotFoundError(UserError, FileNotFoundError):
+    """A dataset, split, domain, workdir or model that is not where the config or flags say."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """An output that would overwrite something that is not ours to replace."""
+
+
+class UsageError(UserError, ValueError):
+    """A command-line flag whose value the tool cannot use."""
 
 
 class WorkdirError(UserError, OSError):

@@ -31,9 +31,10 @@ from flax import traverse_util
 from jax import export as jax_export
 
 import i2i_jax
-from i2i_jax import models, parallel, tasks, workdir_config
+from i2i_jax import cli, models, parallel, tasks, workdir_config
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.data import pipeline
+from i2i_jax.errors import NotFoundError, OutputExistsError, UsageError
 from i2i_jax.state import NetState
 from i2i_jax.tasks.common import TEST_MODES, translate
 
@@ -54,7 +55,7 @@ def restore_latest_state(workdir: str, config):
     state = checkpointer.restore_latest(template)
     checkpointer.close()
     if state is None:
-        raise FileNotFoundError(f"{workdir} has no checkpoint to export: train it first "
+        raise NotFoundError(f"{workdir} has no checkpoint to export: train it first "
                                 f"(python -m i2i_jax.main --workdir={workdir} ...)")
     return task, state
 
@@ -153,7 +154,7 @@ def check_output(output: str) -> None:
     """An existing output may only be a previous export, which is replaced."""
     if tf.io.gfile.isdir(output) and tf.io.gfile.listdir(output) and not tf.io.gfile.exists(
             os.path.join(output, MANIFEST)):
-        raise FileExistsError(f"--output={output} is a non-empty directory that holds no "
+        raise OutputExistsError(f"--output={output} is a non-empty directory that holds no "
                               f"i2i_jax export; choose a new or empty directory")
 
 
@@ -166,14 +167,14 @@ def export_generators(workdir: str, output: str, directions: list[str] | None = 
     config = workdir_config.load(workdir)
     mode = mode or config.eval_mode
     if mode not in TEST_MODES:
-        raise ValueError(f"--mode={mode!r} is not one of {TEST_MODES}")
+        raise UsageError(f"--mode={mode!r} is not one of {TEST_MODES}")
     check_output(output)
     task, state = restore_latest_state(workdir, config)
     generators = task.generators()
     directions = directions or list(generators)
     unknown = [d for d in directions if d not in generators]
     if unknown:
-        raise ValueError(f"--direction={','.join(unknown)}: a {config.model} workdir has only "
+        raise UsageError(f"--direction={','.join(unknown)}: a {config.model} workdir has only "
                          f"{', '.join(generators)}")
 
     staging = output.rstrip("/") + ".partial"
@@ -236,4 +237,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -10,16 +10,13 @@ launch/README.md.
 """
 
 import logging
-import os
 import re
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from i2i_jax import config_defaults, distributed, train
-from i2i_jax.errors import UserError
+from i2i_jax import cli, config_defaults, distributed, train
 
 __doc__ += ("\nConfig keys (default, Pix2Pix / CycleGAN where they differ: meaning):\n"
             + config_defaults.describe_keys() + "\n")
@@ -45,20 +42,6 @@ _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps the --profile t
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def exit_with(message: str) -> None:
-    """Ends the process with status 1 and `message`, whose last line says what to do.
-
-    It exits at once: library threads still holding failed work (orbax's writers after a full
-    disk) would print tracebacks at interpreter shutdown, after the message. Checkpoints are
-    closed and logs written by then.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.write(f"\ni2i_jax: error: {message}\n")
-    sys.stderr.flush()
-    os._exit(1)
-
-
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, but an override of a key the config does not have is one line
     naming the key and the nearest one it has, not a traceback."""
@@ -75,7 +58,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         nearest = re.search(r'Did you mean "(\w+)"', text)
         fix = (f"did you mean --config.{key.rpartition('.')[0] + '.' if '.' in key else ''}"
                f"{nearest.group(1)}? " if nearest else "")
-        exit_with(f"--config.{key}: the config has no such key.\nFix: {fix}"
+        cli.exit_with(f"--config.{key}: the config has no such key.\nFix: {fix}"
                   "`python -m i2i_jax.main --help` lists the keys.")
 
 
@@ -96,13 +79,10 @@ def start() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        start()
-        train.train_and_evaluate(CONFIG.value, WORKDIR.value, _ALLOW_CONFIG_CHANGE.value,
-                                 _PROFILE_STEPS.value if _PROFILE.value else 0)
-    except UserError as error:
-        exit_with(str(error))
+    start()
+    train.train_and_evaluate(CONFIG.value, WORKDIR.value, _ALLOW_CONFIG_CHANGE.value,
+                             _PROFILE_STEPS.value if _PROFILE.value else 0)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, flags_parser=parse_flags)

@@ -25,6 +25,9 @@ from absl import logging as absl_logging
 from jax import export as jax_export
 from PIL import Image, ImageOps
 
+from i2i_jax import cli
+from i2i_jax.errors import NotFoundError, OutputExistsError, UsageError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FITS = ("pad", "resize")
 OUTPUT_FORMATS = ("png", "npy")
@@ -36,14 +39,14 @@ class ExportedGenerator:
     def __init__(self, model_dir: str, direction: str | None = None, seed: int = 0):
         manifest_path = os.path.join(model_dir, "manifest.json")
         if not os.path.exists(manifest_path):
-            raise FileNotFoundError(f"{manifest_path} does not exist: --model must be a "
+            raise NotFoundError(f"{manifest_path} does not exist: --model must be a "
                                     f"directory written by python -m i2i_jax.export")
         with open(manifest_path) as f:
             self.manifest = json.load(f)
         directions = self.manifest["directions"]
         direction = direction or ("AtoB" if "AtoB" in directions else next(iter(directions)))
         if direction not in directions:
-            raise ValueError(f"--direction={direction}: {model_dir} has {', '.join(directions)}")
+            raise UsageError(f"--direction={direction}: {model_dir} has {', '.join(directions)}")
         files = directions[direction]
         with open(os.path.join(model_dir, files["function"]), "rb") as f:
             self.exported = jax_export.deserialize(bytearray(f.read()))
@@ -89,7 +92,7 @@ def find_inputs(input_path: str, output_dir: str) -> list[tuple[str, str]]:
         stem = os.path.splitext(os.path.basename(input_path))[0]
         return [(input_path, os.path.join(output_dir, stem))]
     if not os.path.isdir(input_path):
-        raise FileNotFoundError(f"--input={input_path} is neither a file nor a directory")
+        raise NotFoundError(f"--input={input_path} is neither a file nor a directory")
     pairs = []
     output_real = os.path.realpath(output_dir)
     for root, dirs, files in os.walk(input_path):
@@ -101,7 +104,7 @@ def find_inputs(input_path: str, output_dir: str) -> list[tuple[str, str]]:
                 pairs.append((os.path.join(root, name),
                               os.path.join(output_dir, os.path.splitext(relative)[0])))
     if not pairs:
-        raise FileNotFoundError(f"--input={input_path} holds no image files "
+        raise NotFoundError(f"--input={input_path} holds no image files "
                                 f"({', '.join(IMAGE_SUFFIXES)})")
     return pairs
 
@@ -114,10 +117,10 @@ def plan_jobs(input_path: str, output_dir: str, suffix: str) -> list[Job]:
     for index, (source, stem) in enumerate(pairs):
         target = stem + suffix
         if os.path.realpath(target) in inputs:
-            raise FileExistsError(f"the output {target} would overwrite an input; choose "
+            raise OutputExistsError(f"the output {target} would overwrite an input; choose "
                                   f"another --output")
         if target in targets:
-            raise FileExistsError(f"{targets[target]} and {source} would both be written to "
+            raise OutputExistsError(f"{targets[target]} and {source} would both be written to "
                                   f"{target}; translate them into different --output dirs")
         targets[target] = source
         jobs.append(Job(index, source, target))
@@ -230,10 +233,10 @@ class Translator:
     def __init__(self, generator: ExportedGenerator, fit: str, tile: int, overlap: int,
                  batch_size: int):
         if tile and (tile % generator.multiple or tile < generator.minimum):
-            raise ValueError(f"--tile={tile}: tiles must be multiples of {generator.multiple} "
+            raise UsageError(f"--tile={tile}: tiles must be multiples of {generator.multiple} "
                              f"and at least {generator.minimum} pixels for this network")
         if tile and not 0 <= overlap < tile:
-            raise ValueError(f"--tile_overlap={overlap} must be in [0, --tile={tile})")
+            raise UsageError(f"--tile_overlap={overlap} must be in [0, --tile={tile})")
         self.generator, self.fit, self.tile, self.overlap = generator, fit, tile, overlap
         self.batch_size = batch_size
         self.failures: list[str] = []
@@ -329,4 +332,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

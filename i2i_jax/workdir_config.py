@@ -12,7 +12,7 @@ import ml_collections
 import tensorflow as tf
 
 from i2i_jax import config_defaults
-from i2i_jax.errors import UserError
+from i2i_jax.errors import NotFoundError, UserError
 
 log = logging.getLogger("i2i_jax")
 
@@ -38,7 +38,7 @@ def load(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir's checkpoints were trained with."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: {workdir} is not an i2i_jax workdir "
+        raise NotFoundError(f"{path} does not exist: {workdir} is not an i2i_jax workdir "
                                 f"(python -m i2i_jax.main writes one)")
     with tf.io.gfile.GFile(path) as f:
         return ml_collections.ConfigDict(json.load(f))

@@ -13,7 +13,7 @@ from tiny_configs import get_config
 
 from i2i_jax import train
 from i2i_jax.data import pipeline, sources
-from i2i_jax.errors import DataError, DataMissingError
+from i2i_jax.errors import DataError, NotFoundError
 
 SIDE = 36  # Each half of an A|B image; the tiny configs crop 32.
 
@@ -146,7 +146,7 @@ def test_an_empty_domain_is_named(tmp_path):
     (tmp_path / "trainA").mkdir()
     (tmp_path / "trainB").mkdir()
     pair_image(0).save(tmp_path / "trainA" / "a.png")
-    with pytest.raises(DataMissingError, match=r"trainB holds no images"):
+    with pytest.raises(NotFoundError, match=r"trainB holds no images"):
         sources.train_sources(config)
 
 

@@ -116,3 +116,18 @@ def test_the_benchmark_and_the_config_checks_do_not_load_tensorflow():
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("tool,args,expected", [
+    ("export", ["--workdir={tmp}", "--output={tmp}/model"], "is not an i2i_jax workdir"),
+    ("translate", ["--model={tmp}", "--input={tmp}", "--output={tmp}/out"],
+     "--model must be a directory written by python -m i2i_jax.export"),
+])
+def test_serving_tools_report_user_errors_in_one_message(tool, args, expected, tmp_path):
+    result = subprocess.run([sys.executable, "-m", f"i2i_jax.{tool}",
+                             *[a.format(tmp=tmp_path) for a in args]],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("i2i_jax: error: ")
+    assert expected in result.stderr

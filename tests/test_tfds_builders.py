@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from i2i_jax.data import sources, tfds_builders
-from i2i_jax.errors import DataMissingError
+from i2i_jax.errors import NotFoundError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,7 +65,7 @@ def test_prepares_from_the_manual_archive_and_splits_a_from_b(facades_config):
         example = train.read(index)
         np.testing.assert_array_equal(example["A"], pixels[:, :24])
         np.testing.assert_array_equal(example["B"], pixels[:, 24:])
-    with pytest.raises(DataMissingError, match="no split 'bogus'"):
+    with pytest.raises(NotFoundError, match="no split 'bogus'"):
         sources.paired_source(facades_config, "bogus")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from i2i_jax.data import SOURCES, synthetic, validation
-from i2i_jax.errors import ConfigError, DataError, DataMissingError
+from i2i_jax.errors import ConfigError, DataError, NotFoundError
 
 DOMAINS = ("A", "B")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -67,13 +67,13 @@ def _image_folder(config, folder: str, side_by_side: bool) -> list[str]:
     if not os.path.isdir(directory):
         present = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) \
             if os.path.isdir(root) else []
-        raise DataMissingError(
+        raise NotFoundError(
             f"split {folder!r} not found: {directory} is not a directory (data.dataroot={root!r} "
             f"has {present or 'no split folders'}); set data.train_split/data.eval_split to one "
             f"of them or fix data.dataroot")
     files = list_images(directory)
     if not files:
-        raise DataMissingError(f"{directory} holds no images with extensions {IMAGE_EXTENSIONS}")
+        raise NotFoundError(f"{directory} holds no images with extensions {IMAGE_EXTENSIONS}")
     return validation.usable_files(files, directory, config, side_by_side)
 
 
@@ -176,7 +176,7 @@ def _tfds_source(builder, split: str, features: dict[str, str]) -> Source:
     import tensorflow_datasets as tfds
     available = builder.info.splits
     if split not in available:
-        raise DataMissingError(f"{builder.info.full_name} has no split {split!r}; it has "
+        raise NotFoundError(f"{builder.info.full_name} has no split {split!r}; it has "
                          f"{sorted(available)}: set data.train_split/data.eval_split accordingly")
     examples = builder.as_data_source(
         split, decoders={name: tfds.decode.SkipDecoding() for name in features.values()})

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from i2i_jax.data.sources import list_images
-from i2i_jax.errors import DataMissingError
+from i2i_jax.errors import NotFoundError
 
 DEFAULT_MANUAL_DIR = os.path.join("~", "tensorflow_datasets", "downloads", "manual")
 NETWORK_PROBE_TIMEOUT_S = 3.0
@@ -46,7 +46,7 @@ UNPAIRED = ArchiveFamily(
     splits=("trainA", "trainB", "testA", "testB"))
 
 
-class DatasetUnavailableError(DataMissingError):
+class DatasetUnavailableError(NotFoundError):
     """The dataset is neither prepared, nor on disk, nor downloadable right now."""
 
 
