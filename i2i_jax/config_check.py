@@ -74,6 +74,12 @@ def validate(config, num_devices: int) -> None:
                               f"--config.{key}={minimum} or more")
     _check_schedule(config)
     _check_sizes(config)
+    if config.model == "cycle_gan" and config.lambda_identity > 0 and (
+            config.input_nc != config.output_nc):
+        raise ConfigError("lambda_identity", config.lambda_identity, "the identity loss feeds "
+                          f"B images to G_A, which takes A's input_nc={config.input_nc} "
+                          f"channels, not output_nc={config.output_nc}",
+                          "--config.lambda_identity=0, or the same input_nc and output_nc")
     for key in ("batch_size", "eval_batch_size"):
         check_batch_size(config[key], num_devices, key)
 

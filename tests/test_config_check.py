@@ -104,3 +104,10 @@ def test_no_epochs_at_all_are_refused():
                                        ("ngf", 0), ("keep_checkpoints", 0)])
 def test_out_of_range_numbers_are_refused(key, value):
     assert rejected({key: value}).startswith(f"config.{key}={value!r}:")
+
+
+def test_cyclegans_identity_loss_needs_the_same_channels_on_both_sides():
+    message = rejected({"input_nc": 1}, model="cycle_gan")
+    assert message.startswith("config.lambda_identity=0.5: the identity loss feeds B images")
+    assert message.splitlines()[-1] == ("Fix: --config.lambda_identity=0, or the same input_nc "
+                                        "and output_nc")

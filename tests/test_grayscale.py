@@ -42,3 +42,15 @@ def test_a_grayscale_input_config_trains_exports_and_translates(tmp_path):
                          f"--output={tmp_path / 'out'}")
     assert done.returncode == 0, done.stderr
     assert np.asarray(Image.open(tmp_path / "out" / "photo.png")).shape == (32, 32, 3)
+
+
+def test_a_cyclegan_between_grayscale_and_colour_trains(tmp_path):
+    """G_A takes 1 channel and makes 3, G_B the reverse (without the identity loss, which
+    needs the same channels on both sides)."""
+    config = get_config("cycle_gan")
+    config.input_nc, config.lambda_identity = 1, 0.0
+    config.update({"num_train_steps": 2, "eval_every_steps": 2, "checkpoint_every_steps": 2})
+    state, results = train.train_and_evaluate(config, str(tmp_path))
+    assert int(state.step) == 2 and np.isfinite(results["cycle_l1_A"])
+    assert state.nets["G_A"].params["in"]["kernel"].shape[2] == 1
+    assert state.nets["G_B"].params["out"]["kernel"].shape[3] == 1
