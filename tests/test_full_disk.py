@@ -69,7 +69,8 @@ def test_a_checkpoint_write_that_fails_mid_run_keeps_the_earlier_ones(small_disk
     filler.join()
     message = str(stop.value)
     assert message.startswith(f"writing a checkpoint to {workdir / 'checkpoints'} failed")
-    assert "No space left on device" in message
+    # The first writer to hit the full disk reports it: Python's OSError or TensorStore's.
+    assert "No space left on device" in message or "RESOURCE_EXHAUSTED" in message
     kept_line = message.splitlines()[1]
     assert kept_line.startswith("The checkpoints written before (1, 2")
     assert message.splitlines()[-1] == (f"Fix: free space on (or repair) the disk of {workdir}, "
