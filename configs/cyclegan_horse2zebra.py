@@ -2,8 +2,8 @@
 LSGAN, cycle 10, identity 0.5, pool 50, batch 1, 286 -> 256 jitter, 100 + 100 epochs.
 Needs the `horse2zebra` archive (see README)."""
 
-from i2i_jax import config_defaults
+from i2i_jax import config as config_lib
 
 
 def get_config():
-    return config_defaults.cyclegan()
+    return config_lib.cyclegan()

@@ -16,11 +16,11 @@ Departures from the paper's setup, each measured on this dataset:
   global day -> night change of light (the reference uses it for painting <-> photo).
 """
 
-from i2i_jax import config_defaults
+from i2i_jax import config as config_lib
 
 
 def get_config():
-    config = config_defaults.cyclegan()
+    config = config_lib.cyclegan()
     config.data.source = "synthetic"
     config.load_size = 72
     config.crop_size = 64

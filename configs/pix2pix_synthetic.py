@@ -1,11 +1,11 @@
 """Pix2Pix on the embedded synthetic facades: 64 px, a narrow U-Net, runs offline on a laptop CPU
 and shows learning in a few minutes (held-out PSNR rises by several dB)."""
 
-from i2i_jax import config_defaults
+from i2i_jax import config as config_lib
 
 
 def get_config():
-    config = config_defaults.pix2pix()
+    config = config_lib.pix2pix()
     config.data.source = "synthetic"
     config.load_size = 72
     config.crop_size = 64

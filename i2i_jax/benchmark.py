@@ -5,7 +5,7 @@ FLOPs per step from XLA's cost analysis, the collectives of the compiled step an
 they move, and the devices used. The batch is random uint8 data of the config's shape, so the
 figure is the model's cost, not the input pipeline's.
 
-`--compare-torch` (no --config) instead times i2i_jax against the PyTorch baseline on the rows
+`--compare_torch` (no --config) instead times i2i_jax against the PyTorch baseline on the rows
 of `compare_torch.ROWS` (Pix2Pix and CycleGAN train steps, generator inference), alternating the
 two; see `compare_torch.py`.
 
@@ -25,30 +25,40 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
 
 import jax
-import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from i2i_jax import compare_torch, config_check, host_memory, parallel, tasks
+from i2i_jax import cli, compare_torch, host_memory, parallel, step_timing
+from i2i_jax import config as config_lib
+from i2i_jax.errors import UsageError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file.", lock_config=True
+)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the warm-up step.")
-_SCALING = flags.DEFINE_list("scaling", None, "Virtual CPU device counts to time the step on, "
-                             "at batch_size per device.")
-_COMPARE_TORCH = flags.DEFINE_bool("compare-torch", False,
-                                   "Time i2i_jax against the PyTorch baseline, side by side.")
-_ROWS = flags.DEFINE_list("rows", None, "With --compare-torch: the rows to run (names from "
-                          "compare_torch.ROWS; default all).")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "With --compare-torch: A B rounds per row.")
-_STEPS_PER_ROUND = flags.DEFINE_integer("steps_per_round", 2,
-                                        "With --compare-torch: steps per turn.")
+_SCALING = flags.DEFINE_list(
+    "scaling", None, "Virtual CPU device counts to time the step on, at batch_size per device."
+)
+_COMPARE_TORCH = flags.DEFINE_bool(
+    "compare_torch", False, "Time i2i_jax against the PyTorch baseline, side by side."
+)
+flags.DEFINE_alias("compare-torch", "compare_torch")  # The spelling of earlier releases.
+_ROWS = flags.DEFINE_list(
+    "rows",
+    None,
+    "With --compare_torch: the rows to run (names from compare_torch.ROWS; default all).",
+)
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "With --compare_torch: A B rounds per row.")
+_STEPS_PER_ROUND = flags.DEFINE_integer(
+    "steps_per_round", 2, "With --compare_torch: steps per turn."
+)
 
-_COLLECTIVE = re.compile(r"=\s*(.+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|"
-                         r"collective-permute)(?:-start)?\(")
+_COLLECTIVE = re.compile(
+    r"=\s*(.+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|"
+    r"collective-permute)(?:-start)?\("
+)
 _ARRAY = re.compile(r"\b([a-z]+)(\d+)\[([\d,]*)\]")
 
 
@@ -56,46 +66,21 @@ def collectives(hlo_text: str) -> list[tuple[str, int]]:
     """(kind, bytes of its result) of every collective in an HLO module's text."""
     found = []
     for result_type, kind in _COLLECTIVE.findall(hlo_text):
-        size = sum(int(bits) // 8 * math.prod(int(d) for d in dims.split(",") if d)
-                   for _, bits, dims in _ARRAY.findall(result_type))
+        size = sum(
+            int(bits) // 8 * math.prod(int(d) for d in dims.split(",") if d)
+            for _, bits, dims in _ARRAY.findall(result_type)
+        )
         found.append((kind, size))
     return found
 
 
-def random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """This process's share of a global batch of random uint8 images."""
-    shape = (config.batch_size // jax.process_count(), config.crop_size, config.crop_size)
-    return {"A": rng.integers(0, 256, shape + (config.input_nc,), dtype=np.uint8),
-            "B": rng.integers(0, 256, shape + (config.output_nc,), dtype=np.uint8)}
-
-
-def train_step_inputs(config, mesh):
-    """(task, initial state, random batch) for timing `config`'s train step on `mesh`."""
-    task = tasks.build_task(config, steps_per_epoch=1000)
-    state = parallel.init_replicated(task.init_state, config.seed, mesh)
-    host_memory.release_freed_memory()
-    batch = parallel.to_global(random_batch(config, np.random.default_rng(config.seed)), mesh)
-    return task, state, batch
-
-
-def compile_with_cost(function, *args) -> tuple[Any, float, float]:
-    """(`function` compiled for `args`, seconds that took, FLOPs per call by XLA's cost
-    analysis); the memory compilation freed goes back to the OS, as in training."""
-    start = time.perf_counter()
-    compiled = function.lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    host_memory.release_freed_memory()
-    return compiled, compile_s, float(cost.get("flops", float("nan"))) if cost else float("nan")
-
-
 def benchmark_train_step(config, steps: int) -> dict:
     mesh = parallel.make_mesh()
-    config_check.check_batch_size(config.batch_size, mesh.size, "batch_size")
-    task, state, batch = train_step_inputs(config, mesh)
-    compiled, compile_s, flops = compile_with_cost(
-        parallel.jit_train_step(task.train_step, mesh), state, batch)
+    config_lib.validate(config, mesh.size)
+    task, state, batch = step_timing.train_step_inputs(config, mesh)
+    compiled, compile_s, flops = step_timing.compile_with_cost(
+        parallel.jit_train_step(task.train_step, mesh), state, batch
+    )
     state, metrics = compiled(state, batch)  # Warm-up: first-run allocations.
     jax.block_until_ready(metrics)
     times = []
@@ -106,27 +91,42 @@ def benchmark_train_step(config, steps: int) -> dict:
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     found = collectives(compiled.as_text())
-    return {"model": config.model, "netG": config.netG, "netD": config.netD,
-            "crop_size": config.crop_size, "batch_size": config.batch_size,
-            "step_time_ms": round(step_s * 1e3, 3),
-            "images_per_sec": round(config.batch_size / step_s, 3),
-            "compile_s": round(compile_s, 3), "peak_rss_mb": round(compare_torch.peak_rss_mb(), 1),
-            "flops_per_step": flops,
-            "collectives": dict(collections.Counter(kind for kind, _ in found)),
-            "collective_bytes": sum(size for _, size in found),
-            "devices": jax.device_count(), "platform": jax.devices()[0].platform,
-            "timed_steps": steps}
+    return {
+        "model": config.model,
+        "netG": config.netG,
+        "netD": config.netD,
+        "crop_size": config.crop_size,
+        "batch_size": config.batch_size,
+        "step_time_ms": round(step_s * 1e3, 3),
+        "images_per_sec": round(config.batch_size / step_s, 3),
+        "compile_s": round(compile_s, 3),
+        "peak_rss_mb": round(host_memory.peak_rss_mb(), 1),
+        "flops_per_step": flops,
+        "collectives": dict(collections.Counter(kind for kind, _ in found)),
+        "collective_bytes": sum(size for _, size in found),
+        "devices": jax.device_count(),
+        "platform": jax.devices()[0].platform,
+        "timed_steps": steps,
+    }
 
 
 def scaling(device_counts: list[int], per_device_batch: int) -> list[dict]:
     """The benchmark in a fresh process per device count, at a fixed per-device batch."""
     arguments = sys.argv[1:]
-    forwarded = [arg for i, arg in enumerate(arguments) if not arg.startswith("--scaling")
-                 and (i == 0 or arguments[i - 1] != "--scaling")]
+    forwarded = [
+        arg
+        for i, arg in enumerate(arguments)
+        if not arg.startswith("--scaling") and (i == 0 or arguments[i - 1] != "--scaling")
+    ]
     rows = []
     for count in device_counts:
-        command = [sys.executable, "-m", "i2i_jax.benchmark", *forwarded,
-                   f"--config.batch_size={count * per_device_batch}"]
+        command = [
+            sys.executable,
+            "-m",
+            "i2i_jax.benchmark",
+            *forwarded,
+            f"--config.batch_size={count * per_device_batch}",
+        ]
         env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(count), "JAX_PLATFORMS": "cpu"}
         output = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
         row = json.loads(output.stdout.strip().splitlines()[-1])
@@ -136,19 +136,20 @@ def scaling(device_counts: list[int], per_device_batch: int) -> list[dict]:
     return rows
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main():
     if _COMPARE_TORCH.value:
-        rows = [row for row in compare_torch.ROWS
-                if not _ROWS.value or row["name"] in _ROWS.value]
+        rows = [row for row in compare_torch.ROWS if not _ROWS.value or row["name"] in _ROWS.value]
         if not rows:
-            raise app.UsageError(f"--rows matches none of "
-                                 f"{[row['name'] for row in compare_torch.ROWS]}")
+            raise UsageError(
+                f"--rows={','.join(_ROWS.value)} matches none of the rows.\nFix: "
+                f"--rows= some of {[row['name'] for row in compare_torch.ROWS]}"
+            )
         compare_torch.compare(rows, _ROUNDS.value, _STEPS_PER_ROUND.value)
         return
     if _CONFIG.value is None:
-        raise app.UsageError("--config is required (or --compare-torch)")
+        raise UsageError(
+            "no config to time.\nFix: --config=configs/pix2pix_facades.py (or --compare_torch)"
+        )
     if _SCALING.value:
         for row in scaling([int(n) for n in _SCALING.value], _CONFIG.value.batch_size):
             print(json.dumps(row), flush=True)
@@ -157,4 +158,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -38,8 +38,10 @@ class Checkpointer:
     def _open_manager(self) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(
             os.path.join(self.workdir, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
-                                                 enable_async_checkpointing=True))
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=self.keep, create=True, enable_async_checkpointing=True
+            ),
+        )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -59,8 +61,12 @@ class Checkpointer:
             try:
                 state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as error:  # Orbax and TensorStore raise many types.
-                log.warning("checkpoint %d in %s cannot be restored, trying the one before: %s",
-                            step, self.manager.directory, first_line(error))
+                log.warning(
+                    "checkpoint %d in %s cannot be restored, trying the one before: %s",
+                    step,
+                    self.manager.directory,
+                    first_line(error),
+                )
                 failures.append((step, error))
                 # A failed restore can leave the manager misjudging the layout of the next
                 # one (after an empty step directory it expects several items): start afresh.
@@ -74,7 +80,8 @@ class Checkpointer:
                 f"no checkpoint in {self.manager.directory} can be restored:\n"
                 + "\n".join(f"  step {step}: {first_line(error)}" for step, error in failures)
                 + "\nIf the config changed since they were written (network shapes), resume "
-                "with the old one; to start over, use a new --workdir.")
+                "with the old one; to start over, use a new --workdir."
+            )
         return None
 
     def _set_aside(self, steps: list[int]) -> None:
@@ -126,9 +133,12 @@ class Checkpointer:
         return CheckpointWriteError(
             f"writing a checkpoint to {self.manager.directory} failed{when}: "
             f"{first_line(error)}\n"
-            + (f"The checkpoints written before ({', '.join(map(str, kept))}) are intact; "
-               f"rerunning resumes from step {kept[-1]}." if kept else "No checkpoint was "
-               "written.")
+            + (
+                f"The checkpoints written before ({', '.join(map(str, kept))}) are intact; "
+                f"rerunning resumes from step {kept[-1]}."
+                if kept
+                else "No checkpoint was written."
+            )
             + f"\nFix: free space on (or repair) the disk of {self.workdir}, then rerun the "
-            "same command")
-
+            "same command"
+        )

@@ -1,12 +1,21 @@
-"""What every command-line tool does with a `UserError`: its message, status 1, no traceback."""
+"""The skeleton every command-line tool of the package runs in (`main`, `export`,
+`convert_torch`, `benchmark`): no stray arguments, our progress at INFO and libraries at WARNING,
+and a `UserError` ends the run with its message, fix last, status 1 and no traceback.
+
+`translate` does the same by itself, since it must run without the package.
+"""
 
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from absl import app
+from absl import logging as absl_logging
 
 from i2i_jax.errors import UserError
+
+log = logging.getLogger("i2i_jax")
 
 
 def exit_with(message: str) -> None:
@@ -23,15 +32,18 @@ def exit_with(message: str) -> None:
     os._exit(1)
 
 
-def run(main, flags_parser=None) -> None:
-    """`absl.app.run(main)`, with user errors reported by `exit_with`."""
-    def reporting_main(argv):
+def run(main: Callable[[], None], flags_parser: Callable | None = None) -> None:
+    """`absl.app.run` of `main()` (which reads its flags from `absl.flags.FLAGS`): positional
+    arguments are a usage error, logging is set up, and user errors go to `exit_with`."""
+
+    def checked_main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        absl_logging.set_verbosity(absl_logging.WARNING)  # Libraries (orbax, TF) at WARNING.
+        log.setLevel(logging.INFO)
         try:
-            return main(argv)
+            main()
         except UserError as error:
             exit_with(str(error))
 
-    if flags_parser is None:
-        app.run(reporting_main)
-    else:
-        app.run(reporting_main, flags_parser=flags_parser)
+    app.run(checked_main, flags_parser=flags_parser or app.parse_flags_with_usage)

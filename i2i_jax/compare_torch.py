@@ -1,4 +1,4 @@
-"""i2i_jax and the PyTorch baseline side by side: `python -m i2i_jax.benchmark --compare-torch`.
+"""i2i_jax and the PyTorch baseline side by side: `python -m i2i_jax.benchmark --compare_torch`.
 
 Each row (a train step or a generator's inference at one size) starts two worker processes,
 one per framework, so that each has its own peak RSS and neither's threads linger in the
@@ -9,15 +9,13 @@ over each one's time), the share of the machine's peak, compile time and peak RS
 ratio i2i_jax / PyTorch (below 1: i2i_jax is faster). It warns when other processes used the
 CPU during the timed steps: the ratios are then not trustworthy.
 
-The baseline is `benchmarks/torch_reference.py` of a source checkout, with torch installed
-(`pip install -e '.[torch]'`).
+The baseline is `i2i_jax/torch_iterations.py` (on the networks of `torch_reference.py`); it
+needs torch (`pip install -e '.[torch]'`).
 """
 
 import functools
 import json
 import os
-import pathlib
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,31 +23,44 @@ import time
 
 import numpy as np
 
-BASELINE_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+from i2i_jax import host_memory
+
 _PAUSE_S = 0.5
 
 # The paper's settings: Pix2Pix unet_256 with batch norm and dropout; CycleGAN resnet_9blocks
 # (the reference's default at any size) with instance norm; inference in eval mode.
 ROWS = (
-    {"name": "pix2pix train 256 b1", "kind": "train", "model": "pix2pix", "size": 256,
-     "batch": 1},
-    {"name": "pix2pix train 256 b4", "kind": "train", "model": "pix2pix", "size": 256,
-     "batch": 4},
-    {"name": "cyclegan train 128 b1", "kind": "train", "model": "cycle_gan", "size": 128,
-     "batch": 1},
-    {"name": "cyclegan train 256 b1", "kind": "train", "model": "cycle_gan", "size": 256,
-     "batch": 1},
-    {"name": "unet_256 inference 256 b1", "kind": "generate", "model": "pix2pix", "size": 256,
-     "batch": 1},
-    {"name": "resnet_9blocks inference 256 b1", "kind": "generate", "model": "cycle_gan",
-     "size": 256, "batch": 1},
+    {"name": "pix2pix train 256 b1", "kind": "train", "model": "pix2pix", "size": 256, "batch": 1},
+    {"name": "pix2pix train 256 b4", "kind": "train", "model": "pix2pix", "size": 256, "batch": 4},
+    {
+        "name": "cyclegan train 128 b1",
+        "kind": "train",
+        "model": "cycle_gan",
+        "size": 128,
+        "batch": 1,
+    },
+    {
+        "name": "cyclegan train 256 b1",
+        "kind": "train",
+        "model": "cycle_gan",
+        "size": 256,
+        "batch": 1,
+    },
+    {
+        "name": "unet_256 inference 256 b1",
+        "kind": "generate",
+        "model": "pix2pix",
+        "size": 256,
+        "batch": 1,
+    },
+    {
+        "name": "resnet_9blocks inference 256 b1",
+        "kind": "generate",
+        "model": "cycle_gan",
+        "size": 256,
+        "batch": 1,
+    },
 )
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports kilobytes, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def usable_cores() -> int:
@@ -79,13 +90,18 @@ def peak_gflops() -> tuple[float, str]:
             mhz = int(f.read()) / 1000
     except OSError:
         pass
-    lanes, isa = (16, "AVX-512") if "avx512f" in flags else (
-        (8, "AVX2+FMA") if {"avx2", "fma"} <= flags else (4, "SSE"))
+    lanes, isa = (
+        (16, "AVX-512")
+        if "avx512f" in flags
+        else ((8, "AVX2+FMA") if {"avx2", "fma"} <= flags else (4, "SSE"))
+    )
     per_cycle = 2 * lanes * 2
     cores = usable_cores()
     peak = cores * mhz / 1000 * per_cycle
-    return peak, (f"{cores} cores x {mhz / 1000:.2f} GHz x {per_cycle} FLOPs/cycle "
-                  f"({isa}: 2 FMA units x {lanes} float32 lanes x 2)")
+    return peak, (
+        f"{cores} cores x {mhz / 1000:.2f} GHz x {per_cycle} FLOPs/cycle "
+        f"({isa}: 2 FMA units x {lanes} float32 lanes x 2)"
+    )
 
 
 def busy_jiffies() -> int:
@@ -113,10 +129,9 @@ def process_jiffies(pid: int) -> int:
 
 
 def jax_config(row: dict):
-    from i2i_jax import config_defaults
+    from i2i_jax import config as config_lib
 
-    config = config_defaults.pix2pix() if row["model"] == "pix2pix" else (
-        config_defaults.cyclegan())
+    config = config_lib.pix2pix() if row["model"] == "pix2pix" else config_lib.cyclegan()
     config.crop_size = config.load_size = row["size"]
     config.batch_size = row["batch"]
     for key, value in row.get("overrides", {}).items():
@@ -130,29 +145,31 @@ class JaxWorker:
     def __init__(self, row: dict):
         import jax
 
-        from i2i_jax import benchmark, host_memory, models, parallel
+        from i2i_jax import models, parallel, step_timing
         from i2i_jax.tasks.common import to_model_range
 
         self.jax = jax
         config = jax_config(row)
         mesh = parallel.make_mesh(jax.local_devices()[:1])
         if row["kind"] == "train":
-            task, self.state, batch = benchmark.train_step_inputs(config, mesh)
+            task, self.state, batch = step_timing.train_step_inputs(config, mesh)
             function, self.args = parallel.jit_train_step(task.train_step, mesh), (batch,)
         else:  # The generator's variables alone, as a served model holds them.
             module = models.build_generator(config)
-            batch = benchmark.random_batch(config, np.random.default_rng(config.seed))
+            batch = step_timing.random_batch(config, np.random.default_rng(config.seed))
             images = to_model_range(jax.numpy.asarray(batch["A"]))
             self.state = jax.jit(functools.partial(module.init, train=False))(
-                jax.random.key(config.seed), images)
+                jax.random.key(config.seed), images
+            )
             host_memory.release_freed_memory()
 
             def generate(variables, images):
                 return variables, module.apply(variables, images, train=False)
 
             function, self.args = jax.jit(generate), (images,)
-        self.compiled, self.compile_s, self.flops = benchmark.compile_with_cost(
-            function, self.state, *self.args)
+        self.compiled, self.compile_s, self.flops = step_timing.compile_with_cost(
+            function, self.state, *self.args
+        )
 
     def step(self) -> None:
         self.state, outputs = self.compiled(self.state, *self.args)
@@ -163,13 +180,10 @@ class TorchWorker:
     """One row in the PyTorch baseline, on every core."""
 
     def __init__(self, row: dict):
-        if not (BASELINE_DIR / "torch_reference.py").exists():
-            raise FileNotFoundError(f"{BASELINE_DIR}/torch_reference.py is missing: the "
-                                    f"comparison runs from a source checkout")
-        sys.path.insert(0, str(BASELINE_DIR))
         import torch
-        import torch_reference
         from torch.utils.flop_counter import FlopCounterMode
+
+        from i2i_jax import torch_iterations
 
         torch.set_num_threads(usable_cores())
         self.torch = torch
@@ -179,8 +193,11 @@ class TorchWorker:
         self.real_a = torch.rand(shape, generator=generator) * 2 - 1
         self.real_b = torch.rand(shape, generator=generator) * 2 - 1
         options = dict(netG=config.netG, ngf=config.ngf, ndf=config.ndf, norm=config.norm)
-        iteration = (torch_reference.Pix2PixIteration if row["model"] == "pix2pix"
-                     else torch_reference.CycleGANIteration)(**options)
+        iteration = (
+            torch_iterations.Pix2PixIteration
+            if row["model"] == "pix2pix"
+            else torch_iterations.CycleGANIteration
+        )(**options)
         if row["kind"] == "train":
             self.run = lambda: iteration(self.real_a, self.real_b)
         else:
@@ -189,6 +206,7 @@ class TorchWorker:
             def run():
                 with torch.no_grad():
                     return generator_net(self.real_a)
+
             self.run = run
         self.compile_s = 0.0  # Eager.
         with FlopCounterMode(display=False) as counter:
@@ -215,7 +233,7 @@ def serve(framework: str, row: dict) -> None:
                 times.append(time.perf_counter() - start)
             print(json.dumps({"times": times}), flush=True)
         elif command[0] == "rss":
-            print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+            print(json.dumps({"peak_rss_mb": host_memory.peak_rss_mb()}), flush=True)
         else:
             return
 
@@ -226,14 +244,19 @@ class WorkerProcess:
         env.pop("JAX_NUM_CPU_DEVICES", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "i2i_jax.compare_torch", framework, json.dumps(row)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.ready = self.answer()
 
     def answer(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"a benchmark worker ({self.process.args[3]}) died; its "
-                               f"error is above")
+            raise RuntimeError(
+                f"a benchmark worker ({self.process.args[3]}) died; its error is above"
+            )
         return json.loads(line)
 
     def ask(self, command: str) -> dict:
@@ -267,8 +290,11 @@ def compare_row(row: dict, rounds: int, steps_per_round: int, peak: float) -> di
                 times[framework] += worker.ask(f"run {steps_per_round}")["times"]
         elapsed = time.perf_counter() - start
         clock_ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        others = (busy_jiffies() - busy_before - sum(process_jiffies(pid) for pid in ours)
-                  + ours_before) / clock_ticks / elapsed
+        others = (
+            (busy_jiffies() - busy_before - sum(process_jiffies(pid) for pid in ours) + ours_before)
+            / clock_ticks
+            / elapsed
+        )
         result = {"row": row["name"], "other_processes_cores": round(max(others, 0.0), 2)}
         # GFLOP/s of useful work: the baseline's count (the iteration's convolutions and
         # matmuls) over each framework's time. XLA's own count is reported beside it.
@@ -284,8 +310,9 @@ def compare_row(row: dict, rounds: int, steps_per_round: int, peak: float) -> di
                 "peak_rss_mb": round(worker.ask("rss")["peak_rss_mb"]),
             }
         result["ratio"] = round(result["jax"]["ms_per_step"] / result["torch"]["ms_per_step"], 3)
-        result["rss_ratio"] = round(result["jax"]["peak_rss_mb"]
-                                    / result["torch"]["peak_rss_mb"], 2)
+        result["rss_ratio"] = round(
+            result["jax"]["peak_rss_mb"] / result["torch"]["peak_rss_mb"], 2
+        )
         return result
     finally:
         for worker in workers.values():
@@ -295,15 +322,23 @@ def compare_row(row: dict, rounds: int, steps_per_round: int, peak: float) -> di
 def compare(rows=ROWS, rounds: int = 5, steps_per_round: int = 2, out=sys.stdout) -> list[dict]:
     """Every row, one JSON line each, then a table; warns about other processes' CPU use."""
     peak, how = peak_gflops()
-    print(json.dumps({"machine_peak_gflops": round(peak, 1), "peak_is": how,
-                      "cores": usable_cores()}), file=out, flush=True)
+    print(
+        json.dumps(
+            {"machine_peak_gflops": round(peak, 1), "peak_is": how, "cores": usable_cores()}
+        ),
+        file=out,
+        flush=True,
+    )
     results = []
     for row in rows:
         result = compare_row(row, rounds, steps_per_round, peak)
         if result["other_processes_cores"] > 0.1:
-            print(f"WARNING: other processes used {result['other_processes_cores']} cores "
-                  f"during '{row['name']}': its ratio is not trustworthy", file=sys.stderr,
-                  flush=True)
+            print(
+                f"WARNING: other processes used {result['other_processes_cores']} cores "
+                f"during '{row['name']}': its ratio is not trustworthy",
+                file=sys.stderr,
+                flush=True,
+            )
         print(json.dumps(result), file=out, flush=True)
         results.append(result)
     print(table(results), file=out, flush=True)
@@ -312,22 +347,29 @@ def compare(rows=ROWS, rounds: int = 5, steps_per_round: int = 2, out=sys.stdout
 
 def table(results: list[dict]) -> str:
     """The results as a Markdown table."""
-    lines = ["| row | i2i_jax ms | PyTorch ms | ratio | i2i_jax GFLOP/s (peak %) | PyTorch "
-             "GFLOP/s (peak %) | GFLOPs per step (XLA / torch) | compile s | peak RSS MB "
-             "(i2i_jax / PyTorch) |", "| --- |" + " ---: |" * 8]
+    lines = [
+        "| row | i2i_jax ms | PyTorch ms | ratio | i2i_jax GFLOP/s (peak %) | PyTorch "
+        "GFLOP/s (peak %) | GFLOPs per step (XLA / torch) | compile s | peak RSS MB "
+        "(i2i_jax / PyTorch) |",
+        "| --- |" + " ---: |" * 8,
+    ]
     for r in results:
         jax_row, torch_row = r["jax"], r["torch"]
 
         def speed(row):
             fraction = row["peak_fraction"]
-            return f"{row['gflops_per_s']} ({fraction * 100:.0f} %)" if fraction else str(
-                row["gflops_per_s"])
+            return (
+                f"{row['gflops_per_s']} ({fraction * 100:.0f} %)"
+                if fraction
+                else str(row["gflops_per_s"])
+            )
 
         lines.append(
             f"| {r['row']} | {jax_row['ms_per_step']} | {torch_row['ms_per_step']} | "
             f"{r['ratio']} | {speed(jax_row)} | {speed(torch_row)} | "
             f"{jax_row['flops'] / 1e9:.1f} / {torch_row['flops'] / 1e9:.1f} | "
-            f"{jax_row['compile_s']} | {jax_row['peak_rss_mb']} / {torch_row['peak_rss_mb']} |")
+            f"{jax_row['compile_s']} | {jax_row['peak_rss_mb']} / {torch_row['peak_rss_mb']} |"
+        )
     return "\n".join(lines)
 
 

@@ -9,6 +9,8 @@ import os
 
 import jax
 
+from i2i_jax.errors import UsageError
+
 MODES = ("auto", "on", "off")
 
 
@@ -20,8 +22,12 @@ def launched_by_a_cluster_manager() -> bool:
     return any(count and count.isdigit() and int(count) > 1 for count in counts)
 
 
-def initialize(mode: str = "auto", coordinator_address: str | None = None,
-               num_processes: int | None = None, process_id: int | None = None) -> None:
+def initialize(
+    mode: str = "auto",
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
     """Joins the multi-process job, if this is one.
 
     `on` without addresses lets JAX detect the cluster (Cloud TPU VMs, SLURM, Open MPI,
@@ -30,18 +36,23 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
     a cluster manager started several tasks; `off` never joins.
     """
     if mode not in MODES:
-        raise ValueError(f"--distributed={mode!r} is not one of {MODES}")
-    explicit = {"coordinator_address": coordinator_address, "num_processes": num_processes,
-                "process_id": process_id}
+        raise UsageError(f"--distributed={mode!r} is not one of {MODES}")
+    explicit = {
+        "coordinator_address": coordinator_address,
+        "num_processes": num_processes,
+        "process_id": process_id,
+    }
     given = {name for name, value in explicit.items() if value is not None}
     if mode == "off":
         if given:
-            raise ValueError(f"--distributed=off contradicts --{', --'.join(sorted(given))}")
+            raise UsageError(f"--distributed=off contradicts --{', --'.join(sorted(given))}")
         return
     if given and given != set(explicit):
         missing = sorted(set(explicit) - given)
-        raise ValueError(f"a multi-process run needs all of --coordinator_address, "
-                         f"--num_processes and --process_id; missing --{', --'.join(missing)}")
+        raise UsageError(
+            f"a multi-process run needs all of --coordinator_address, "
+            f"--num_processes and --process_id; missing --{', --'.join(missing)}"
+        )
     if mode == "auto" and not given and not launched_by_a_cluster_manager():
         return
     jax.distributed.initialize(**explicit)
@@ -50,9 +61,11 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
 def describe_devices() -> str:
     """This process's place in the job, for the log."""
     local = ", ".join(str(d.id) for d in jax.local_devices())
-    return (f"process {jax.process_index()} of {jax.process_count()}: "
-            f"{jax.local_device_count()} local {jax.devices()[0].platform} devices ({local}), "
-            f"{jax.device_count()} in all")
+    return (
+        f"process {jax.process_index()} of {jax.process_count()}: "
+        f"{jax.local_device_count()} local {jax.devices()[0].platform} devices ({local}), "
+        f"{jax.device_count()} in all"
+    )
 
 
 def is_first_process() -> bool:

@@ -25,14 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 from flax import traverse_util
 from jax import export as jax_export
 
 import i2i_jax
-from i2i_jax import cli, models, parallel, tasks, workdir_config
+from i2i_jax import cli, models, parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
+from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline
 from i2i_jax.errors import NotFoundError, OutputExistsError, UsageError
 from i2i_jax.state import NetState
@@ -49,25 +49,32 @@ def restore_latest_state(workdir: str, config):
     """The workdir's latest restorable train state, on this process's first device."""
     task = tasks.build_task(config, steps_per_epoch=1)  # The schedule plays no part here.
     sharding = parallel.replicated(parallel.make_mesh(jax.local_devices()[:1]))
-    template = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                            jax.eval_shape(task.init_state, config.seed))
+    template = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        jax.eval_shape(task.init_state, config.seed),
+    )
     checkpointer = Checkpointer(workdir, every_steps=0, keep=config.keep_checkpoints)
     state = checkpointer.restore_latest(template)
     checkpointer.close()
     if state is None:
-        raise NotFoundError(f"{workdir} has no checkpoint to export: train it first "
-                                f"(python -m i2i_jax.main --workdir={workdir} ...)")
+        raise NotFoundError(
+            f"{workdir} has no checkpoint to export: train it first "
+            f"(python -m i2i_jax.main --workdir={workdir} ...)"
+        )
     return task, state
 
 
 def flat_weights(net: NetState) -> dict[str, np.ndarray]:
     variables = {"params": net.params, "batch_stats": net.batch_stats}
-    return {key: np.asarray(value) for key, value in
-            traverse_util.flatten_dict(jax.device_get(variables), sep="/").items()}
+    return {
+        key: np.asarray(value)
+        for key, value in traverse_util.flatten_dict(jax.device_get(variables), sep="/").items()
+    }
 
 
 def generator_function(module, mode: str):
     """The generator at test time as a function of flat weights (and, train_like, randomness)."""
+
     def generate(weights, images, *randomness):
         variables = traverse_util.unflatten_dict(weights, sep="/")
         net = NetState(variables["params"], variables.get("batch_stats", {}), None)
@@ -76,6 +83,7 @@ def generator_function(module, mode: str):
             seed, example_ids = randomness
             key = jax.random.PRNGKey(seed)
         return translate(module, net, images, mode, key, example_ids)
+
     return generate
 
 
@@ -90,35 +98,45 @@ def image_shape_spec(config, channels: int) -> tuple[str, tuple[str, ...]]:
 
 def export_function(module, weights: dict, config, mode: str, channels: int):
     spec, constraints = image_shape_spec(config, channels)
-    images = jax.ShapeDtypeStruct(jax_export.symbolic_shape(spec, constraints=constraints),
-                                  jnp.float32)
+    images = jax.ShapeDtypeStruct(
+        jax_export.symbolic_shape(spec, constraints=constraints), jnp.float32
+    )
     args = [{k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()}, images]
     if mode == "train_like":
-        args += [jax.ShapeDtypeStruct((), jnp.int32),
-                 jax.ShapeDtypeStruct(images.shape[:1], jnp.int32)]
-    return jax_export.export(jax.jit(generator_function(module, mode)),
-                             platforms=PLATFORMS)(*args)
+        args += [
+            jax.ShapeDtypeStruct((), jnp.int32),
+            jax.ShapeDtypeStruct(images.shape[:1], jnp.int32),
+        ]
+    return jax_export.export(jax.jit(generator_function(module, mode)), platforms=PLATFORMS)(*args)
 
 
-def write_savedmodel(exported, weights: dict, mode: str, image_spec: tuple, channels: int,
-                     path: str) -> None:
+def write_savedmodel(
+    exported, weights: dict, mode: str, image_spec: tuple, channels: int, path: str
+) -> None:
     """The exported function inside a TF SavedModel whose weights are TF variables; its
     `serving_default` signature takes float32 images in [-1, 1] (train_like: and the seed and
     example ids)."""
     from jax.experimental import jax2tf  # TF interop only for this format.
 
     module = tf.Module()
-    module.weights = {k: tf.Variable(v, trainable=False, name=k.replace("/", "."))
-                      for k, v in weights.items()}
+    module.weights = {
+        k: tf.Variable(v, trainable=False, name=k.replace("/", ".")) for k, v in weights.items()
+    }
     signature = [tf.TensorSpec([None, None, None, channels], tf.float32, name="images")]
     spec, constraints = image_spec
     shapes = [None, f"({spec})"]
     if mode == "train_like":
-        signature += [tf.TensorSpec([], tf.int32, name="seed"),
-                      tf.TensorSpec([None], tf.int32, name="example_ids")]
+        signature += [
+            tf.TensorSpec([], tf.int32, name="seed"),
+            tf.TensorSpec([None], tf.int32, name="example_ids"),
+        ]
         shapes += [None, "(b,)"]
-    converted = jax2tf.convert(exported.call, polymorphic_shapes=shapes,
-                               polymorphic_constraints=constraints, with_gradient=False)
+    converted = jax2tf.convert(
+        exported.call,
+        polymorphic_shapes=shapes,
+        polymorphic_constraints=constraints,
+        with_gradient=False,
+    )
 
     @tf.function(input_signature=signature, autograph=False)
     def serve(images, *randomness):
@@ -142,9 +160,14 @@ def manifest(config, step: int, mode: str, directions: dict) -> dict:
         "test_time_mode": mode,
         "platforms": list(PLATFORMS),
         "inputs": inputs,
-        "images": {"layout": "NHWC", "dtype": "float32", "value_range": [-1.0, 1.0],
-                   "height_width_multiple_of": multiple, "min_height_width": minimum,
-                   "trained_size": config.crop_size},
+        "images": {
+            "layout": "NHWC",
+            "dtype": "float32",
+            "value_range": [-1.0, 1.0],
+            "height_width_multiple_of": multiple,
+            "min_height_width": minimum,
+            "trained_size": config.crop_size,
+        },
         "directions": directions,
         "config": json.loads(workdir_config.to_json(config)),
     }
@@ -152,14 +175,24 @@ def manifest(config, step: int, mode: str, directions: dict) -> dict:
 
 def check_output(output: str) -> None:
     """An existing output may only be a previous export, which is replaced."""
-    if tf.io.gfile.isdir(output) and tf.io.gfile.listdir(output) and not tf.io.gfile.exists(
-            os.path.join(output, MANIFEST)):
-        raise OutputExistsError(f"--output={output} is a non-empty directory that holds no "
-                              f"i2i_jax export; choose a new or empty directory")
+    if (
+        tf.io.gfile.isdir(output)
+        and tf.io.gfile.listdir(output)
+        and not tf.io.gfile.exists(os.path.join(output, MANIFEST))
+    ):
+        raise OutputExistsError(
+            f"--output={output} is a non-empty directory that holds no "
+            f"i2i_jax export; choose a new or empty directory"
+        )
 
 
-def export_generators(workdir: str, output: str, directions: list[str] | None = None,
-                      mode: str | None = None, savedmodel: bool = False) -> dict:
+def export_generators(
+    workdir: str,
+    output: str,
+    directions: list[str] | None = None,
+    mode: str | None = None,
+    savedmodel: bool = False,
+) -> dict:
     """Exports the generators of `directions` (default: every one the task has) from the
     workdir's latest checkpoint; returns the manifest. `mode` defaults to the config's
     `eval_mode`, the one its evaluation metrics were measured in."""
@@ -174,8 +207,10 @@ def export_generators(workdir: str, output: str, directions: list[str] | None = 
     directions = directions or list(generators)
     unknown = [d for d in directions if d not in generators]
     if unknown:
-        raise UsageError(f"--direction={','.join(unknown)}: a {config.model} workdir has only "
-                         f"{', '.join(generators)}")
+        raise UsageError(
+            f"--direction={','.join(unknown)}: a {config.model} workdir has only "
+            f"{', '.join(generators)}"
+        )
 
     staging = output.rstrip("/") + ".partial"
     if tf.io.gfile.exists(staging):
@@ -183,8 +218,7 @@ def export_generators(workdir: str, output: str, directions: list[str] | None = 
     tf.io.gfile.makedirs(staging)
     files = {}
     for direction in directions:
-        name, module = generators[direction]
-        channels = config.input_nc if name != "G_B" else config.output_nc
+        name, module, channels = generators[direction]
         weights = flat_weights(state.nets[name])
         exported = export_function(module, weights, config, mode, channels)
         with tf.io.gfile.GFile(os.path.join(staging, f"{direction}.jax"), "wb") as f:
@@ -193,13 +227,23 @@ def export_generators(workdir: str, output: str, directions: list[str] | None = 
         np.savez(buffer, **weights)
         with tf.io.gfile.GFile(os.path.join(staging, f"{direction}.weights.npz"), "wb") as f:
             f.write(buffer.getvalue())
-        files[direction] = {"network": name, "function": f"{direction}.jax",
-                            "weights": f"{direction}.weights.npz", "input_channels": channels,
-                            "output_channels": exported.out_avals[0].shape[-1]}
+        files[direction] = {
+            "network": name,
+            "function": f"{direction}.jax",
+            "weights": f"{direction}.weights.npz",
+            "input_channels": channels,
+            "output_channels": exported.out_avals[0].shape[-1],
+        }
         if savedmodel:
             files[direction]["savedmodel"] = f"savedmodel/{direction}"
-            write_savedmodel(exported, weights, mode, image_shape_spec(config, channels), channels,
-                             os.path.join(staging, "savedmodel", direction))
+            write_savedmodel(
+                exported,
+                weights,
+                mode,
+                image_shape_spec(config, channels),
+                channels,
+                os.path.join(staging, "savedmodel", direction),
+            )
         log.info("exported %s (%s, step %d, %s mode)", direction, name, int(state.step), mode)
     description = manifest(config, int(state.step), mode, files)
     with tf.io.gfile.GFile(os.path.join(staging, MANIFEST), "w") as f:
@@ -214,25 +258,22 @@ def define_flags() -> None:
     """Only when run as a program, so importing this module defines no flags."""
     flags.DEFINE_string("workdir", None, "A training workdir (python -m i2i_jax.main).")
     flags.DEFINE_string("output", None, "Directory to write the artifact to.")
-    flags.DEFINE_list("direction", None,
-                      "AtoB, BtoA or both (CycleGAN); default: every generator.")
-    flags.DEFINE_enum("mode", None, TEST_MODES, "Test-time mode; default: the config's "
-                      "eval_mode.")
-    flags.DEFINE_enum("format", "jax", FORMATS,
-                      "savedmodel: also write a TF SavedModel for TF Serving.")
+    flags.DEFINE_list("direction", None, "AtoB, BtoA or both (CycleGAN); default: every generator.")
+    flags.DEFINE_enum("mode", None, TEST_MODES, "Test-time mode; default: the config's eval_mode.")
+    flags.DEFINE_enum(
+        "format", "jax", FORMATS, "savedmodel: also write a TF SavedModel for TF Serving."
+    )
     flags.mark_flags_as_required(["workdir", "output"])
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    log.setLevel(logging.INFO)
+def main():
     f = flags.FLAGS
-    description = export_generators(f.workdir, f.output, f.direction, f.mode,
-                                    f.format == "savedmodel")
-    log.info("wrote %s: %s, step %d", f.output, ", ".join(description["directions"]),
-             description["step"])
+    description = export_generators(
+        f.workdir, f.output, f.direction, f.mode, f.format == "savedmodel"
+    )
+    log.info(
+        "wrote %s: %s, step %d", f.output, ", ".join(description["directions"]), description["step"]
+    )
 
 
 if __name__ == "__main__":

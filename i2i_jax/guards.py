@@ -26,9 +26,10 @@ def check_workdir(workdir: str) -> None:
             f.write("i2i_jax")
         tf.io.gfile.remove(probe)
     except (OSError, tf.errors.OpError) as error:
-        raise WorkdirError(f"workdir {workdir} is not writable: {first_line(error)}\n"
-                           "Fix: pass a --workdir you can write to (or fix its permissions)") \
-            from None
+        raise WorkdirError(
+            f"workdir {workdir} is not writable: {first_line(error)}\n"
+            "Fix: pass a --workdir you can write to (or fix its permissions)"
+        ) from None
 
 
 def check_free_space(workdir: str, state) -> None:
@@ -38,9 +39,11 @@ def check_free_space(workdir: str, state) -> None:
     needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state)) + _HEADROOM_BYTES
     free = shutil.disk_usage(workdir).free
     if free < needed:
-        raise WorkdirError(f"workdir {workdir} has {free / 2**20:.0f} MiB free, but a checkpoint "
-                           f"of this run needs about {needed / 2**20:.0f} MiB\n"
-                           "Fix: free disk space, or pass a --workdir on a larger disk")
+        raise WorkdirError(
+            f"workdir {workdir} has {free / 2**20:.0f} MiB free, but a checkpoint "
+            f"of this run needs about {needed / 2**20:.0f} MiB\n"
+            "Fix: free disk space, or pass a --workdir on a larger disk"
+        )
 
 
 def first_non_finite(steps: list[int], metrics: list[dict]) -> tuple[int, dict] | None:
@@ -53,19 +56,28 @@ def first_non_finite(steps: list[int], metrics: list[dict]) -> tuple[int, dict] 
 
 @jax.jit
 def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-                              if jnp.issubdtype(leaf.dtype, jnp.floating)]))
+    return jnp.all(
+        jnp.stack(
+            [
+                jnp.all(jnp.isfinite(leaf))
+                for leaf in jax.tree.leaves(tree)
+                if jnp.issubdtype(leaf.dtype, jnp.floating)
+            ]
+        )
+    )
 
 
 def parameters_are_finite(state) -> bool:
     return bool(_all_finite(state.nets))
 
 
-def diverged(step: int, metrics: dict, lr: float, kept: str,
-             what: str = "a loss is NaN or infinite") -> TrainingDivergedError:
+def diverged(
+    step: int, metrics: dict, lr: float, kept: str, what: str = "a loss is NaN or infinite"
+) -> TrainingDivergedError:
     """The error a run stops with: the step, its losses, what became of the checkpoints."""
     losses = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
     return TrainingDivergedError(
         f"training diverged at step {step}: {what} ({losses})\n{kept}\n"
         f"Fix: lower --config.lr (now {lr:g}) or check the data, then rerun to resume from the "
-        "last good checkpoint")
+        "last good checkpoint"
+    )

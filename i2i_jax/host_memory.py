@@ -1,4 +1,5 @@
-"""Returns memory the process has freed to the operating system.
+"""The process's host memory: returns what it has freed to the operating system, and reads
+its peak.
 
 glibc's malloc keeps freed heap memory for reuse rather than giving it back. Building the
 train state and compiling the step free several hundred MB that the step itself never needs
@@ -9,6 +10,8 @@ for the whole run. `malloc_trim` hands it back.
 import ctypes
 import ctypes.util
 import functools
+import resource
+import sys
 
 
 @functools.cache
@@ -23,3 +26,9 @@ def release_freed_memory() -> bool:
     """Gives freed heap memory back to the OS; True if there was some to give back."""
     trim = _malloc_trim()
     return bool(trim and trim(0))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports kilobytes, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)

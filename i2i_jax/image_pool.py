@@ -23,8 +23,9 @@ class ImagePool:
 
 def empty_pool(pool_size: int, image_shape: tuple[int, ...]) -> ImagePool:
     """`pool_size` 0 makes a pool that returns every fake as it is."""
-    return ImagePool(images=jnp.zeros((pool_size, *image_shape), jnp.float32),
-                     count=jnp.zeros((), jnp.int32))
+    return ImagePool(
+        images=jnp.zeros((pool_size, *image_shape), jnp.float32), count=jnp.zeros((), jnp.int32)
+    )
 
 
 def query(pool: ImagePool, fakes: jax.Array, key: jax.Array) -> tuple[ImagePool, jax.Array]:
@@ -46,6 +47,8 @@ def query(pool: ImagePool, fakes: jax.Array, key: jax.Array) -> tuple[ImagePool,
         return (images, count + filling.astype(jnp.int32)), returned
 
     (images, count), returned = jax.lax.scan(
-        one_image, (pool.images, pool.count),
-        (fakes.astype(jnp.float32), jax.random.split(key, fakes.shape[0])))
+        one_image,
+        (pool.images, pool.count),
+        (fakes.astype(jnp.float32), jax.random.split(key, fakes.shape[0])),
+    )
     return ImagePool(images=images, count=count), returned.astype(fakes.dtype)

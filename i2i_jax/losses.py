@@ -26,9 +26,14 @@ def gan_loss(logits: jnp.ndarray, target_is_real: bool, gan_mode: str) -> jnp.nd
     raise ValueError(f"gan_mode={gan_mode!r} is not one of {GAN_MODES}")
 
 
-def gradient_penalty(critic: Callable[[jnp.ndarray], jnp.ndarray], real: jnp.ndarray,
-                     fake: jnp.ndarray, key: jax.Array, weight: float,
-                     target_norm: float = 1.0) -> jnp.ndarray:
+def gradient_penalty(
+    critic: Callable[[jnp.ndarray], jnp.ndarray],
+    real: jnp.ndarray,
+    fake: jnp.ndarray,
+    key: jax.Array,
+    weight: float,
+    target_norm: float = 1.0,
+) -> jnp.ndarray:
     """WGAN-GP (Gulrajani et al. 2017), as the reference's `cal_gradient_penalty('mixed')`:
     weight * mean over examples of (||d sum(critic(x)) / dx|| - 1)^2 at random interpolates
     x = alpha * real + (1 - alpha) * fake, one alpha per example."""

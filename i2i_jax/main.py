@@ -9,35 +9,50 @@ one process of a multi-process job (TPU pod slice, GPU cluster) with `--distribu
 launch/README.md.
 """
 
+import difflib
 import logging
-import re
+import runpy
 
+import ml_collections
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from i2i_jax import cli, config_defaults, distributed, train
+from i2i_jax import cli, distributed, train
+from i2i_jax import config as config_lib
 
-__doc__ += ("\nConfig keys (default, Pix2Pix / CycleGAN where they differ: meaning):\n"
-            + config_defaults.describe_keys() + "\n")
+__doc__ += (
+    "\nConfig keys (default, Pix2Pix / CycleGAN where they differ: meaning):\n"
+    + config_lib.describe_keys()
+    + "\n"
+)
 
-CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                         lock_config=True)
+CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file.", lock_config=True
+)
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 _DISTRIBUTED = flags.DEFINE_enum(
-    "distributed", "auto", distributed.MODES,
+    "distributed",
+    "auto",
+    distributed.MODES,
     "Join a multi-process job: 'on' detects the cluster (Cloud TPU VM, SLURM, Open MPI); "
-    "'auto' joins when the flags below are given or srun/mpirun started several tasks.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, for a multi-process job.")
+    "'auto' joins when the flags below are given or srun/mpirun started several tasks.",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a multi-process job."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
-    "allow_config_change", False,
-    "Resume a workdir even though the config differs from the one it was trained with.")
+    "allow_config_change",
+    False,
+    "Resume a workdir even though the config differs from the one it was trained with.",
+)
 _PROFILE = flags.DEFINE_bool(
-    "profile", False, "Write a jax.profiler trace of --profile_steps steps after the first "
-    "(compiled) one to <workdir>/profile, for TensorBoard's profile plugin.")
+    "profile",
+    False,
+    "Write a jax.profiler trace of --profile_steps steps after the first "
+    "(compiled) one to <workdir>/profile, for TensorBoard's profile plugin.",
+)
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps the --profile trace covers.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -47,41 +62,69 @@ def parse_flags(argv: list[str]) -> list[str]:
     naming the key and the nearest one it has, not a traceback."""
     try:
         return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError) as error:  # ml_collections' answer to an unknown key.
-        text = str(error)
-        overrides = [arg.split("=")[0][len("--config."):] for arg in argv
-                     if arg.startswith("--config.")]
-        key = next((k for k in overrides if f"'{k.split('.')[-1]}" in text.replace("\\", "")),
-                   None)
-        if key is None:
+    except (AttributeError, KeyError):  # ml_collections' answer to an unknown key.
+        message = unknown_override(argv)
+        if message is None:
             raise
-        nearest = re.search(r'Did you mean "(\w+)"', text)
-        fix = (f"did you mean --config.{key.rpartition('.')[0] + '.' if '.' in key else ''}"
-               f"{nearest.group(1)}? " if nearest else "")
-        cli.exit_with(f"--config.{key}: the config has no such key.\nFix: {fix}"
-                  "`python -m i2i_jax.main --help` lists the keys.")
+        cli.exit_with(message)
+
+
+def unknown_override(argv: list[str]) -> str | None:
+    """What is wrong with the first `--config.<key>=...` whose key the config file lacks, found
+    by loading the file and walking its keys (ml_collections' own error text changes between
+    versions); None if every override names a key."""
+    path = next(
+        (
+            argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg[len("--config=") :]
+            for i, arg in enumerate(argv)
+            if arg == "--config" or arg.startswith("--config=")
+        ),
+        None,
+    )
+    if not path:
+        return None
+    path, _, argument = path.partition(":")
+    config = runpy.run_path(path)["get_config"](*([argument] if argument else []))
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config.") :].split("=")[0]
+        node, parts = config, key.split(".")
+        for depth, part in enumerate(parts):
+            if isinstance(node, ml_collections.ConfigDict) and part in node:
+                node = node[part]
+                continue
+            siblings = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            nearest = difflib.get_close_matches(part, siblings, n=1)
+            parent = "".join(f"{p}." for p in parts[:depth])
+            fix = f"did you mean --config.{parent}{nearest[0]}? " if nearest else ""
+            return (
+                f"--config.{key}: the config has no such key.\nFix: {fix}"
+                "`python -m i2i_jax.main --help` lists the keys."
+            )
+    return None
 
 
 def start() -> None:
-    """Joins the job (before any other JAX call) and sets up logging: every process reports
-    its devices once, then only process 0 logs progress."""
-    distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                           _PROCESS_ID.value)
-    # Our progress at INFO; libraries (orbax, TF) stay at absl's default, WARNING.
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    """Joins the job (before any other JAX call): every process reports its devices once, then
+    only process 0 logs progress."""
+    distributed.initialize(
+        _DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
+    )
     log = logging.getLogger("i2i_jax")
-    log.setLevel(logging.INFO)
     log.info("%s", distributed.describe_devices())
     if not distributed.is_first_process():
         log.setLevel(logging.WARNING)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main():
     start()
-    train.train_and_evaluate(CONFIG.value, WORKDIR.value, _ALLOW_CONFIG_CHANGE.value,
-                             _PROFILE_STEPS.value if _PROFILE.value else 0)
+    train.train_and_evaluate(
+        CONFIG.value,
+        WORKDIR.value,
+        _ALLOW_CONFIG_CHANGE.value,
+        _PROFILE_STEPS.value if _PROFILE.value else 0,
+    )
 
 
 if __name__ == "__main__":

@@ -32,10 +32,12 @@ def _gaussian_blur(images: jnp.ndarray) -> jnp.ndarray:
     dims = ("NHWC", "HWIO", "NHWC")
     rows = jnp.tile(taps.reshape(SSIM_WINDOW, 1, 1, 1), (1, 1, 1, channels))
     cols = jnp.tile(taps.reshape(1, SSIM_WINDOW, 1, 1), (1, 1, 1, channels))
-    out = jax.lax.conv_general_dilated(images, rows, (1, 1), "VALID", dimension_numbers=dims,
-                                       feature_group_count=channels)
-    return jax.lax.conv_general_dilated(out, cols, (1, 1), "VALID", dimension_numbers=dims,
-                                        feature_group_count=channels)
+    out = jax.lax.conv_general_dilated(
+        images, rows, (1, 1), "VALID", dimension_numbers=dims, feature_group_count=channels
+    )
+    return jax.lax.conv_general_dilated(
+        out, cols, (1, 1), "VALID", dimension_numbers=dims, feature_group_count=channels
+    )
 
 
 def ssim(prediction: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
@@ -47,10 +49,14 @@ def ssim(prediction: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     var_y = _gaussian_blur(y * y) - mu_y**2
     cov = _gaussian_blur(x * y) - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
     return ssim_map.mean(axis=(1, 2, 3))
 
 
 def image_metrics(prediction: jnp.ndarray, target: jnp.ndarray) -> dict[str, jnp.ndarray]:
-    return {"l1": l1(prediction, target), "psnr": psnr(prediction, target),
-            "ssim": ssim(prediction, target)}
+    return {
+        "l1": l1(prediction, target),
+        "psnr": psnr(prediction, target),
+        "ssim": ssim(prediction, target),
+    }

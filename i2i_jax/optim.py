@@ -25,7 +25,8 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
         return optax.constant_schedule(config.lr)
     return optax.join_schedules(
         [optax.constant_schedule(config.lr), optax.linear_schedule(config.lr, 0.0, decay)],
-        boundaries=[constant])
+        boundaries=[constant],
+    )
 
 
 def adam(config, steps_per_epoch: int) -> optax.GradientTransformation:

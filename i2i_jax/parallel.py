@@ -28,10 +28,6 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def data_parallel_size(mesh: Mesh) -> int:
-    return mesh.shape[DATA_AXIS]
-
-
 def to_global(host_batch, mesh: Mesh):
     """Assembles each process's slice of the batch into global arrays sharded on `data`."""
     sharding = batch_sharded(mesh)
@@ -45,12 +41,19 @@ def jit_train_step(train_step, mesh: Mesh):
     reduce across devices itself (`mean_over_devices`, `gather_batch`); `shard_map` checks that
     everything it returns is the same on every device.
     """
-    per_device = jax.shard_map(train_step, mesh=mesh, in_specs=(PartitionSpec(),
-                                                                PartitionSpec(DATA_AXIS)),
-                               out_specs=(PartitionSpec(), PartitionSpec()))
-    return jax.jit(per_device, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                   out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0,
-                   compiler_options=compiler_options(mesh))
+    per_device = jax.shard_map(
+        train_step,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS)),
+        out_specs=(PartitionSpec(), PartitionSpec()),
+    )
+    return jax.jit(
+        per_device,
+        in_shardings=(replicated(mesh), batch_sharded(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh)),
+        donate_argnums=0,
+        compiler_options=compiler_options(mesh),
+    )
 
 
 def compiler_options(mesh: Mesh) -> dict:
@@ -97,8 +100,9 @@ def gather_batch(tree):
     gathered = jax.lax.all_gather(flat, DATA_AXIS, tiled=True, to="invarying")
     ends = np.cumsum([leaf[0].size for leaf in leaves])[:-1]
     parts = jnp.split(gathered, ends, axis=1)
-    return treedef.unflatten([part.reshape((-1,) + leaf.shape[1:])
-                              for part, leaf in zip(parts, leaves, strict=True)])
+    return treedef.unflatten(
+        [part.reshape((-1, *leaf.shape[1:])) for part, leaf in zip(parts, leaves, strict=True)]
+    )
 
 
 def local_share(tree, size: int):

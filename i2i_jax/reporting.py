@@ -33,8 +33,11 @@ class Reporter:
         self.workdir = workdir
         self.total_steps = total_steps
         self.is_writer = is_writer
-        self._writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-                        if is_writer else None)
+        self._writer = (
+            tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+            if is_writer
+            else None
+        )
         self._last_time, self._last_step = time.monotonic(), None
 
     def progress(self, step: int, scalars: dict[str, float]) -> None:
@@ -48,8 +51,14 @@ class Reporter:
         self._last_time, self._last_step = now, step
         losses = " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items()) if k != "lr")
         if self.is_writer:
-            log.info("step %d/%d  %s  lr=%.2e  %s", step, self.total_steps, losses,
-                         scalars.get("lr", float("nan")), speed)
+            log.info(
+                "step %d/%d  %s  lr=%.2e  %s",
+                step,
+                self.total_steps,
+                losses,
+                scalars.get("lr", float("nan")),
+                speed,
+            )
         self.scalars(step, scalars, prefix="train/")
 
     def restart_clock(self, step: int) -> None:
@@ -63,16 +72,18 @@ class Reporter:
                     tf.summary.scalar(prefix + key, value, step=step)
             self._writer.flush()
 
-    def evaluation(self, step: int, results: dict[str, float], grid: np.ndarray) -> None:
-        """Appends the results to eval_metrics.jsonl, logs them, writes the sample grid."""
+    def evaluation(self, step: int, results: dict[str, float], grid: np.ndarray | None) -> None:
+        """Appends the results to eval_metrics.jsonl, logs them, writes the sample grid (if
+        there is one)."""
         if not self.is_writer:
             return
         record = {"step": step, **{k: float(v) for k, v in results.items()}}
         with tf.io.gfile.GFile(os.path.join(self.workdir, "eval_metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
-        log.info("eval at step %d: %s", step,
-                     " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+        log.info("eval at step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in results.items()))
         self.scalars(step, results, prefix="eval/")
+        if grid is None:
+            return
         samples_dir = os.path.join(self.workdir, "samples")
         tf.io.gfile.makedirs(samples_dir)
         with tf.io.gfile.GFile(os.path.join(samples_dir, f"step_{step:08d}.png"), "wb") as f:

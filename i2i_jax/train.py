@@ -8,8 +8,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from i2i_jax import config as config_lib
 from i2i_jax import (
-    config_check,
     distributed,
     guards,
     host_memory,
@@ -18,9 +18,9 @@ from i2i_jax import (
     preemption,
     profiling,
     tasks,
-    workdir_config,
 )
 from i2i_jax.checkpointing import Checkpointer
+from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
 from i2i_jax.reporting import Reporter, image_grid
 
@@ -36,21 +36,26 @@ class Evaluator:
 
     def __init__(self, task, eval_sources, config, mesh):
         self.sources, self.config, self.mesh = eval_sources, config, mesh
-        self.step_fns = {d: jax.jit(functools.partial(task.eval_step, direction=d))
-                         for d in task.generators()}
+        self.step_fns = {
+            d: jax.jit(functools.partial(task.eval_step, direction=d)) for d in task.generators()
+        }
 
-    def __call__(self, state) -> tuple[dict[str, float], np.ndarray]:
+    def __call__(self, state) -> tuple[dict[str, float], np.ndarray | None]:
+        """The mean metrics and the sample grid (None when `num_sample_images` is 0)."""
         sums, counts = collections.defaultdict(float), collections.defaultdict(float)
         grids = []
         for direction, step_fn in self.step_fns.items():
             samples = []
             for host_batch, host_mask in pipeline.eval_batches(
-                    self.sources[direction], self.config, self.config.eval_batch_size,
-                    jax.process_index(), jax.process_count()):
+                self.sources[direction],
+                self.config,
+                self.config.eval_batch_size,
+                jax.process_index(),
+                jax.process_count(),
+            ):
                 outputs = step_fn(state, parallel.to_global(host_batch, self.mesh))
                 images = outputs.pop("images")
-                outputs, mask = multihost_utils.process_allgather((outputs, host_mask),
-                                                                  tiled=True)
+                outputs, mask = multihost_utils.process_allgather((outputs, host_mask), tiled=True)
                 for key, values in outputs.items():
                     sums[key] += float(np.sum(values * mask))
                     counts[key] += float(mask.sum())
@@ -58,8 +63,10 @@ class Evaluator:
                 if wanted > 0:  # The same on every process, so the collectives match.
                     kept = multihost_utils.process_allgather(images, tiled=True)[mask > 0]
                     samples.append(kept[:wanted])
-            grids.append(image_grid(np.concatenate(samples)))
-        return {k: sums[k] / counts[k] for k in sums}, np.concatenate(grids, axis=0)
+            if samples:
+                grids.append(image_grid(np.concatenate(samples)))
+        grid = np.concatenate(grids, axis=0) if grids else None
+        return {k: sums[k] / counts[k] for k in sums}, grid
 
 
 class Pending:
@@ -80,8 +87,12 @@ class Pending:
         bad = guards.first_non_finite(self.steps, fetched)
         if bad is None and state is not None and not guards.parameters_are_finite(state):
             bad = (self.steps[-1], fetched[-1]) if fetched else (int(state.step), {})
-            raise guards.diverged(*bad, config.lr, _last_good(checkpointer),
-                                  what="the parameters became NaN or infinite")
+            raise guards.diverged(
+                *bad,
+                config.lr,
+                _last_good(checkpointer),
+                what="the parameters became NaN or infinite",
+            )
         if bad is not None:
             raise guards.diverged(*bad, config.lr, _last_good(checkpointer))
         return fetched
@@ -98,8 +109,11 @@ def _last_good(checkpointer: Checkpointer) -> str:
     are checked before each save, so none holds a non-finite value."""
     checkpointer.manager.wait_until_finished()
     latest = checkpointer.latest_step()
-    return (f"the last good checkpoint, step {latest}, is kept" if latest is not None
-            else "no checkpoint had been saved")
+    return (
+        f"the last good checkpoint, step {latest}, is kept"
+        if latest is not None
+        else "no checkpoint had been saved"
+    )
 
 
 def _sources_in_turn(config):
@@ -113,8 +127,9 @@ def _sources_in_turn(config):
     return built
 
 
-def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
-                       profile_steps: int = 0):
+def train_and_evaluate(
+    config, workdir: str, allow_config_change: bool = False, profile_steps: int = 0
+):
     """Trains `config.model` in `workdir`, resuming from its latest checkpoint if there is one
     (and refusing to if `config` differs from the workdir's, unless `allow_config_change`).
     `profile_steps` > 0 traces that many steps after the first into `<workdir>/profile`.
@@ -125,12 +140,13 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
     """
     pipeline.hide_accelerators_from_tensorflow()
     mesh = parallel.make_mesh()
-    config_check.validate(config, mesh.size)
+    config_lib.validate(config, mesh.size)
     guards.check_workdir(workdir)
     is_writer = distributed.is_first_process()
     checkpointer = Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
-    workdir_config.check_and_record(config, workdir, checkpointer.latest_step(),
-                                    allow_config_change, is_writer)
+    workdir_config.check_and_record(
+        config, workdir, checkpointer.latest_step(), allow_config_change, is_writer
+    )
 
     train_sources, eval_sources = _sources_in_turn(config)
     for role, group in (("train", train_sources), ("eval", list(eval_sources.values()))):
@@ -152,10 +168,22 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
     train_step = parallel.jit_train_step(task.train_step, mesh)
     evaluate = Evaluator(task, eval_sources, config, mesh)
     reporter = Reporter(workdir, total_steps, is_writer)
-    batches = pipeline.train_batches(train_sources, config, config.batch_size, start_step,
-                                     jax.process_index(), jax.process_count())
-    log.info("training %s from step %d to %d (%d steps/epoch) on %d devices",
-                 config.model, start_step, total_steps, steps_per_epoch, mesh.size)
+    batches = pipeline.train_batches(
+        train_sources,
+        config,
+        config.batch_size,
+        start_step,
+        jax.process_index(),
+        jax.process_count(),
+    )
+    log.info(
+        "training %s from step %d to %d (%d steps/epoch) on %d devices",
+        config.model,
+        start_step,
+        total_steps,
+        steps_per_epoch,
+        mesh.size,
+    )
 
     results = {}
     if start_step == 0 and config.eval_every_steps > 0:
@@ -167,8 +195,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
         with preemption.SigtermFlag() as sigterm:
             for step in range(start_step + 1, total_steps + 1):
                 with tracer.step(step):
-                    state, step_metrics = train_step(state,
-                                                     parallel.to_global(next(batches), mesh))
+                    state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
                 tracer.finish(step, step_metrics)
                 pending.add(step, step_metrics)
                 if step == start_step + 1:
@@ -177,8 +204,9 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
                 if log_step:  # Host syncs only at log steps (and before saving).
                     reporter.progress(step, pending.checked_mean(checkpointer, config))
                 paused = False
-                if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0
-                                                    or step == total_steps):
+                if config.eval_every_steps > 0 and (
+                    step % config.eval_every_steps == 0 or step == total_steps
+                ):
                     results, grid = evaluate(state)
                     reporter.evaluation(step, results, grid)
                     paused = True
@@ -187,8 +215,12 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False,
                     pending.check(checkpointer, config, state)
                     paused |= checkpointer.maybe_save(step, state, force=True)
                 if stop:
-                    log.warning("SIGTERM: saved a checkpoint at step %d of %d and stopped; "
-                                "rerun the same command to resume", step, total_steps)
+                    log.warning(
+                        "SIGTERM: saved a checkpoint at step %d of %d and stopped; "
+                        "rerun the same command to resume",
+                        step,
+                        total_steps,
+                    )
                     break
                 if paused:
                     reporter.restart_clock(step)

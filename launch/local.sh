@@ -59,17 +59,23 @@ for ((index = 0; index < processes; index++)); do
   pids+=("$!")
 done
 
+# Polls every 0.1 s rather than using `wait -n -p`, which needs bash >= 5.1 (macOS ships 3.2).
+# `wait PID` on a process that has ended returns its status.
 running=("${pids[@]}")
 while ((${#running[@]})); do
-  status=0
-  wait -n -p finished "${running[@]}" || status=$?
   for i in "${!running[@]}"; do
-    [[ "${running[$i]}" == "$finished" ]] && unset "running[$i]"
+    kill -0 "${running[$i]}" 2>/dev/null && continue
+    status=0
+    wait "${running[$i]}" || status=$?
+    unset "running[$i]"
+    if ((status != 0)); then
+      echo "launch/local.sh: a process exited with status $status; stopping the others" >&2
+      stop_all
+      wait "${pids[@]}" 2>/dev/null || true
+      exit "$status"
+    fi
   done
-  if ((status != 0)); then
-    echo "launch/local.sh: a process exited with status $status; stopping the others" >&2
-    stop_all
-    wait "${running[@]}" 2>/dev/null || true
-    exit "$status"
+  if ((${#running[@]})); then
+    sleep 0.1
   fi
 done

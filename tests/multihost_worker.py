@@ -10,10 +10,10 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from i2i_jax import cli, train
 from i2i_jax import main as entry
-from i2i_jax import train
 
 _DUMP_DIR = flags.DEFINE_string("dump_dir", None, "Where to save process_<i>.npz.")
 
@@ -27,14 +27,15 @@ def device_copies(tree) -> dict[str, np.ndarray]:
     return copies
 
 
-def run(argv):
-    del argv
+def run():
     entry.start()
     state, _ = train.train_and_evaluate(entry.CONFIG.value, entry.WORKDIR.value)
     os.makedirs(_DUMP_DIR.value, exist_ok=True)
-    np.savez(os.path.join(_DUMP_DIR.value, f"process_{jax.process_index()}.npz"),
-             **device_copies({"nets": state.nets, "pools": state.pools}))
+    np.savez(
+        os.path.join(_DUMP_DIR.value, f"process_{jax.process_index()}.npz"),
+        **device_copies({"nets": state.nets, "pools": state.pools}),
+    )
 
 
 if __name__ == "__main__":
-    app.run(run)
+    cli.run(run)

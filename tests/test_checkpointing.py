@@ -23,8 +23,7 @@ def test_round_trip_restores_every_leaf_exactly(tiny_config, tmp_path):
     fresh = parallel.init_replicated(task.init_state, 1, mesh)  # Different values, same layout.
     restored = Checkpointer(str(tmp_path), every_steps=7, keep=2).restore_latest(fresh)
     assert int(restored.step) == 7
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored),
-                 jax.device_get(state))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
     leaf = jax.tree.leaves(restored.nets["G"].params)[0]
     assert leaf.sharding.is_equivalent_to(parallel.replicated(mesh), leaf.ndim)
 

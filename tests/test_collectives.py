@@ -23,14 +23,19 @@ def test_the_hlo_reader_finds_each_collective_and_its_size():
   %gather = bf16[4,6144]{1,0} all-gather-start(%concatenate.2), dimensions={0}
   %add.3 = f32[8]{0} add(%x, %y)
 """
-    assert benchmark.collectives(hlo) == [("all-reduce", 4 * 128), ("all-reduce", 4 * 45033),
-                                          ("all-gather", 2 * 4 * 6144)]
+    assert benchmark.collectives(hlo) == [
+        ("all-reduce", 4 * 128),
+        ("all-reduce", 4 * 45033),
+        ("all-gather", 2 * 4 * 6144),
+    ]
 
 
 def compiled_collectives(config, num_devices: int = 4) -> list[tuple[str, int]]:
     """(kind, float32 elements moved) of every collective in the compiled train step."""
-    return [(kind, size // 4) for kind, size in benchmark.collectives(compiled_step(config,
-                                                                                num_devices))]
+    return [
+        (kind, size // 4)
+        for kind, size in benchmark.collectives(compiled_step(config, num_devices))
+    ]
 
 
 def compiled_step(config, num_devices: int) -> str:
@@ -38,18 +43,25 @@ def compiled_step(config, num_devices: int) -> str:
     mesh = parallel.make_mesh(jax.devices()[:num_devices])
     task = tasks.build_task(config, steps_per_epoch=4)
     state = jax.eval_shape(task.init_state, config.seed)
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                        sharding=parallel.replicated(mesh)), state)
-    batch = {k: jax.ShapeDtypeStruct((config.batch_size, config.crop_size, config.crop_size, 3),
-                                     jnp.uint8, sharding=parallel.batch_sharded(mesh))
-             for k in ("A", "B")}
+    state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)), state
+    )
+    batch = {
+        k: jax.ShapeDtypeStruct(
+            (config.batch_size, config.crop_size, config.crop_size, 3),
+            jnp.uint8,
+            sharding=parallel.batch_sharded(mesh),
+        )
+        for k in ("A", "B")
+    }
     return parallel.jit_train_step(task.train_step, mesh).lower(state, batch).compile().as_text()
 
 
 def parameter_count(config) -> int:
     state = jax.eval_shape(tasks.build_task(config, 4).init_state, config.seed)
-    return sum(math.prod(leaf.shape) for net in state.nets.values()
-               for leaf in jax.tree.leaves(net.params))
+    return sum(
+        math.prod(leaf.shape) for net in state.nets.values() for leaf in jax.tree.leaves(net.params)
+    )
 
 
 @pytest.mark.parametrize("norm, sync", [("instance", True), ("batch", False)])
@@ -62,6 +74,7 @@ def test_pix2pix_step_has_two_all_reduces(tiny_config, norm, sync):
     assert parameter_count(tiny_config) <= moved < parameter_count(tiny_config) + 2000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm, sync", [("instance", True), ("batch", False)])
 def test_cyclegan_step_gathers_once_and_reduces_once(tiny_cycle_config, norm, sync):
     tiny_cycle_config.norm, tiny_cycle_config.sync_batch_stats = norm, sync
@@ -73,9 +86,11 @@ def test_cyclegan_step_gathers_once_and_reduces_once(tiny_cycle_config, norm, sy
     assert parameter_count(c) <= found["all-reduce"] < parameter_count(c) + 2000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
-def test_synchronised_batch_norm_adds_only_small_statistics_reductions(tiny_config,
-                                                                      tiny_cycle_config, model):
+def test_synchronised_batch_norm_adds_only_small_statistics_reductions(
+    tiny_config, tiny_cycle_config, model
+):
     config = tiny_config if model == "pix2pix" else tiny_cycle_config
     config.norm, config.sync_batch_stats = "batch", True
     found = compiled_collectives(config)
@@ -88,6 +103,7 @@ def test_synchronised_batch_norm_adds_only_small_statistics_reductions(tiny_conf
     assert small and set(small) == {"all-reduce"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
 def test_step_updates_the_donated_state_in_place(tiny_config, tiny_cycle_config, model):
     """No copy of an input buffer: XLA:CPU's default copy insertion copied every parameter

@@ -6,16 +6,34 @@ import json
 
 import pytest
 
-pytest.importorskip("torch", reason="the comparison needs PyTorch; install the optional "
-                    "extra: pip install -e '.[torch]'")
+pytest.importorskip(
+    "torch",
+    reason="the comparison needs PyTorch; install the optional extra: pip install -e '.[torch]'",
+)
 
-from i2i_jax import compare_torch  # noqa: E402
+from i2i_jax import compare_torch
+
+pytestmark = pytest.mark.slow
 
 TINY = {"netG": "unet_32", "ngf": 8, "ndf": 8}
-ROWS = [{"name": "tiny pix2pix train", "kind": "train", "model": "pix2pix", "size": 32,
-         "batch": 2, "overrides": TINY},
-        {"name": "tiny resnet inference", "kind": "generate", "model": "cycle_gan", "size": 32,
-         "batch": 1, "overrides": {"netG": "resnet_2blocks", "ngf": 8}}]
+ROWS = [
+    {
+        "name": "tiny pix2pix train",
+        "kind": "train",
+        "model": "pix2pix",
+        "size": 32,
+        "batch": 2,
+        "overrides": TINY,
+    },
+    {
+        "name": "tiny resnet inference",
+        "kind": "generate",
+        "model": "cycle_gan",
+        "size": 32,
+        "batch": 1,
+        "overrides": {"netG": "resnet_2blocks", "ngf": 8},
+    },
+]
 
 
 def test_compare_times_both_frameworks_on_the_same_work():
@@ -37,8 +55,11 @@ def test_compare_times_both_frameworks_on_the_same_work():
             # Both figures are printed rounded to 0.1 (ms and GFLOP/s): the bounds allow
             # exactly that much, which at tiny rows of a few ms is a few per cent.
             fastest, slowest = side["ms_per_step"] - 0.05, side["ms_per_step"] + 0.05
-            assert (theirs["flops"] / slowest / 1e6 - 0.05 <= side["gflops_per_s"]
-                    <= theirs["flops"] / fastest / 1e6 + 0.05), side
+            assert (
+                theirs["flops"] / slowest / 1e6 - 0.05
+                <= side["gflops_per_s"]
+                <= theirs["flops"] / fastest / 1e6 + 0.05
+            ), side
     assert ours["compile_s"] > 0 and theirs["compile_s"] == 0  # Eager.
-    table = lines[-len(ROWS) - 2:]
+    table = lines[-len(ROWS) - 2 :]
     assert table[0].startswith("| row |") and all(r["row"] in out.getvalue() for r in results)

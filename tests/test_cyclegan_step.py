@@ -3,7 +3,10 @@
 import jax
 import numpy as np
 import pytest
-from conftest import assert_same_parameters, fixed_batches, run_steps
+
+from helpers import assert_same_parameters, fixed_batches, run_steps
+
+pytestmark = pytest.mark.slow
 
 
 def test_the_cycle_loss_falls_on_a_fixed_batch(tiny_cycle_config):
@@ -27,8 +30,7 @@ def test_four_devices_give_the_single_device_parameters_and_pools(tiny_cycle_con
     # Adam scales every update to about lr (2e-4), so the rare weight whose gradient is at the
     # level of float noise may move by a fraction of lr differently; weights are ~0.02.
     assert_same_parameters(one.nets, four.nets, "batch", rtol=1e-4, atol=1e-4)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), one.pools,
-                 four.pools)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), one.pools, four.pools)
     assert int(one.pools["fake_B"].count) == 3  # pool_size 3, filled by the first batch.
     for a, b in zip(one_history, four_history, strict=True):
         for key in a:
@@ -46,6 +48,7 @@ def test_wgangp_trains_both_tasks(tiny_cycle_config, tiny_config, model):
 
 def test_identity_weight_zero_turns_the_identity_loss_off(tiny_cycle_config):
     tiny_cycle_config.lambda_identity = 0.0
-    _, history = run_steps(tiny_cycle_config, jax.devices()[:1],
-                           fixed_batches(tiny_cycle_config, 1))
+    _, history = run_steps(
+        tiny_cycle_config, jax.devices()[:1], fixed_batches(tiny_cycle_config, 1)
+    )
     assert "idt_A" not in history[0] and "cycle_A" in history[0]

@@ -9,11 +9,12 @@ import pathlib
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_configs import get_config
 
 from i2i_jax import train
-from i2i_jax.data import pipeline, sources
+from i2i_jax.data import pipeline, sources, validation
 from i2i_jax.errors import DataError, NotFoundError
+
+from tiny_configs import get_config
 
 SIDE = 36  # Each half of an A|B image; the tiny configs crop 32.
 
@@ -37,22 +38,25 @@ def write_dataset(root) -> dict[str, str]:
     pair_image(5).convert("RGBA").save(train_dir / "rgba.png")
     pair_image(6).convert("P").save(train_dir / "palette.png")
     Image.fromarray(np.asarray(pair_image(7).convert("L"), np.uint16) * 257).save(
-        train_dir / "deep.png")
+        train_dir / "deep.png"
+    )
     pair_image(8).convert("CMYK").save(train_dir / "cmyk.jpg")
 
     (train_dir / "empty.png").write_bytes(b"")
     (train_dir / "notes.jpg").write_text("these are not pixels")
     encoded = io.BytesIO()
     pair_image(9).save(encoded, format="JPEG")
-    (train_dir / "truncated.jpg").write_bytes(encoded.getvalue()[:len(encoded.getvalue()) // 2])
+    (train_dir / "truncated.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
     Image.new("RGB", (2 * SIDE + 1, SIDE)).save(train_dir / "odd.png")
     Image.new("RGB", (2 * SIDE, 20)).save(train_dir / "small.png")
-    return {"empty.png": "empty file (0 bytes)",
-            "notes.jpg": "not an image (no image format recognised)",
-            "truncated.jpg": "truncated or corrupt (",
-            "odd.png": "odd width 73: an A|B image is two halves of equal width",
-            "small.png": "each half is 36x20, smaller than the 32x32 crop (preprocess=crop "
-                         "does not resize)"}
+    return {
+        "empty.png": "empty file (0 bytes)",
+        "notes.jpg": "not an image (no image format recognised)",
+        "truncated.jpg": "truncated or corrupt (",
+        "odd.png": "odd width 73: an A|B image is two halves of equal width",
+        "small.png": "each half is 36x20, smaller than the 32x32 crop (preprocess=crop "
+        "does not resize)",
+    }
 
 
 @pytest.fixture
@@ -63,9 +67,35 @@ def folder_config(tmp_path, monkeypatch):
     config.data.source = "folder"
     config.data.dataroot = str(tmp_path / "data")
     config.preprocess = "crop"
-    config.update({"num_train_steps": 2, "eval_every_steps": 2, "checkpoint_every_steps": 0,
-                   "eval_batch_size": 4, "num_sample_images": 2})
+    config.update(
+        {
+            "num_train_steps": 2,
+            "eval_every_steps": 2,
+            "checkpoint_every_steps": 0,
+            "eval_batch_size": 4,
+            "num_sample_images": 2,
+        }
+    )
     return config, broken
+
+
+def test_find_bad_takes_its_rules_as_arguments(tmp_path, monkeypatch):
+    """The smallest usable side is the crop only with preprocess=crop (min_side=1 otherwise)."""
+    monkeypatch.setenv("I2I_JAX_CACHE", str(tmp_path / "cache"))
+    broken = write_dataset(tmp_path / "data")
+    directory = str(tmp_path / "data" / "train")
+    files = sorted(os.path.join(directory, name) for name in os.listdir(directory))
+    for min_side, expected in ((32, set(broken)), (1, set(broken) - {"small.png"})):
+        bad = validation.find_bad(files, directory, side_by_side=True, min_side=min_side)
+        assert {os.path.basename(path) for path in bad} == expected
+    with pytest.raises(DataError, match=r"5 of 14 images cannot be trained on"):
+        validation.usable_files(
+            files, directory, side_by_side=True, min_side=32, on_bad_image="error"
+        )
+    usable = validation.usable_files(
+        files, directory, side_by_side=True, min_side=32, on_bad_image="skip"
+    )
+    assert len(usable) == 9
 
 
 def test_error_stops_before_training_and_lists_every_bad_file_and_why(folder_config, tmp_path):
@@ -76,12 +106,16 @@ def test_error_stops_before_training_and_lists_every_bad_file_and_why(folder_con
     assert lines[0] == f"{config.data.dataroot}/train: 5 of 14 images cannot be trained on:"
     for (name, why), line in zip(sorted(broken.items()), lines[1:6], strict=True):
         assert line.startswith(f"  {config.data.dataroot}/train/{name}: {why}")
-    assert lines[-1] == ("Fix: repair or remove these files, or pass "
-                         "--config.data.on_bad_image=skip to train without them")
+    assert lines[-1] == (
+        "Fix: repair or remove these files, or pass "
+        "--config.data.on_bad_image=skip to train without them"
+    )
     assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(
-        tmp_path / "run" / "checkpoints")
+        tmp_path / "run" / "checkpoints"
+    )
 
 
+@pytest.mark.slow
 def test_skip_trains_on_the_rest_and_says_which_were_left_out(folder_config, tmp_path, caplog):
     config, broken = folder_config
     config.data.on_bad_image = "skip"
@@ -92,8 +126,10 @@ def test_skip_trains_on_the_rest_and_says_which_were_left_out(folder_config, tmp
     assert f"{config.data.dataroot}/train: skipping 5 of 14 images" in text
     for name, why in broken.items():
         assert f"{config.data.dataroot}/train/{name}: {why}" in text
-    assert (f"{config.data.dataroot}/train: converting 1 16-bit, 1 CMYK, 1 RGBA (alpha "
-            "dropped), 1 grayscale, 1 palette image(s) to RGB") in text
+    assert (
+        f"{config.data.dataroot}/train: converting 1 16-bit, 1 CMYK, 1 RGBA (alpha "
+        "dropped), 1 grayscale, 1 palette image(s) to RGB"
+    ) in text
     assert sources.paired_source(config, "train").num_examples == 9
 
 
@@ -102,13 +138,21 @@ def test_converted_files_decode_to_the_pixels_pil_gives(folder_config):
     config.data.on_bad_image = "skip"
     train_dir = os.path.join(config.data.dataroot, "train")
     source = sources.paired_source(config, "train")
-    names = sorted(n for n in os.listdir(train_dir) if n not in
-                   ("empty.png", "notes.jpg", "truncated.jpg", "odd.png", "small.png"))
+    names = sorted(
+        n
+        for n in os.listdir(train_dir)
+        if n not in ("empty.png", "notes.jpg", "truncated.jpg", "odd.png", "small.png")
+    )
     for index, name in enumerate(names):
         expected = np.asarray(Image.open(os.path.join(train_dir, name)).convert("RGB"))
         if name == "deep.png":  # PIL clips 16 bits to 8 on conversion; the decoder scales.
-            expected = np.repeat((np.asarray(Image.open(os.path.join(train_dir, name)),
-                                             np.float64) / 257).round()[..., None], 3, axis=-1)
+            expected = np.repeat(
+                (np.asarray(Image.open(os.path.join(train_dir, name)), np.float64) / 257).round()[
+                    ..., None
+                ],
+                3,
+                axis=-1,
+            )
         pair = source.read(index)
         got = np.concatenate([pair["A"].numpy(), pair["B"].numpy()], axis=1)
         tolerance = 3 if name.endswith(".jpg") else 0  # Decoders' colour conversions differ.
@@ -172,7 +216,8 @@ def test_pairs_in_separate_a_and_b_folders_are_matched_by_name(tmp_path, monkeyp
         for i, name in enumerate(names):
             images[domain, name] = np.asarray(pair_image(i + (10 if domain == "B" else 0)))
             Image.fromarray(images[domain, name]).save(
-                tmp_path / "data" / domain / "train" / f"{name}.png")
+                tmp_path / "data" / domain / "train" / f"{name}.png"
+            )
     config = get_config("pix2pix")
     config.data.source = "folder"
     config.data.dataroot = str(tmp_path / "data")
@@ -182,7 +227,8 @@ def test_pairs_in_separate_a_and_b_folders_are_matched_by_name(tmp_path, monkeyp
     assert str(stop.value).splitlines()[:3] == [
         f"{where}/{{A,B}}/train: 2 of 6 images cannot be trained on:",
         f"  {where}/A/train/only_a.png: no B/train/only_a.png to pair it with",
-        f"  {where}/B/train/only_b.png: no A/train/only_b.png to pair it with"]
+        f"  {where}/B/train/only_b.png: no A/train/only_b.png to pair it with",
+    ]
 
     config.data.on_bad_image = "skip"
     source = sources.paired_source(config, "train")

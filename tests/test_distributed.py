@@ -17,10 +17,16 @@ def test_a_single_process_run_does_not_join_anything(monkeypatch):
     assert "process 0 of 1" in distributed.describe_devices()
 
 
-@pytest.mark.parametrize("environment, expected", [
-    ({"SLURM_STEP_NUM_TASKS": "8", "SLURM_NTASKS": "8"}, True),
-    ({"SLURM_NTASKS": "8"}, False),  # The batch script of a job, not one of its srun tasks.
-    ({"SLURM_STEP_NUM_TASKS": "1"}, False), ({"OMPI_COMM_WORLD_SIZE": "4"}, True), ({}, False)])
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({"SLURM_STEP_NUM_TASKS": "8", "SLURM_NTASKS": "8"}, True),
+        ({"SLURM_NTASKS": "8"}, False),  # The batch script of a job, not one of its srun tasks.
+        ({"SLURM_STEP_NUM_TASKS": "1"}, False),
+        ({"OMPI_COMM_WORLD_SIZE": "4"}, True),
+        ({}, False),
+    ],
+)
 def test_auto_mode_recognises_several_tasks_of_srun_or_mpirun(monkeypatch, environment, expected):
     for name in ("SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)

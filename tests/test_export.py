@@ -3,8 +3,6 @@ the project's model code; compare with the generator applied in-process."""
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,19 +10,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from i2i_jax import export, parallel, tasks, translate, workdir_config
+from i2i_jax import export, parallel, tasks, translate
 from i2i_jax.checkpointing import Checkpointer
+from i2i_jax.config import workdir as workdir_config
 
-# translate must run on an artifact alone: these imports fail in its process.
-_NO_MODEL_CODE = ("i2i_jax.models", "i2i_jax.tasks", "i2i_jax.train", "i2i_jax.export", "flax")
-
-
-def run_translate(*flags: str) -> subprocess.CompletedProcess:
-    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in _NO_MODEL_CODE)
-    code = (f"import runpy, sys; {blocked}sys.argv = ['translate', *sys.argv[1:]]; "
-            f"runpy.run_module('i2i_jax.translate', run_name='__main__')")
-    return subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+from helpers import run_translate
 
 
 def make_workdir(config, workdir: str):
@@ -41,12 +31,14 @@ def make_workdir(config, workdir: str):
             return jax.random.uniform(next(keys), leaf.shape, minval=0.5, maxval=2.0)
         return leaf + 0.1 * jax.random.normal(next(keys), leaf.shape)
 
-    nets = {name: net.replace(params=jax.tree_util.tree_map_with_path(perturb, net.params),
-                              batch_stats=jax.tree_util.tree_map_with_path(perturb,
-                                                                           net.batch_stats))
-            for name, net in state.nets.items()}
-    state = jax.device_put(state.replace(step=state.step + 5, nets=nets),
-                           parallel.replicated(mesh))
+    nets = {
+        name: net.replace(
+            params=jax.tree_util.tree_map_with_path(perturb, net.params),
+            batch_stats=jax.tree_util.tree_map_with_path(perturb, net.batch_stats),
+        )
+        for name, net in state.nets.items()
+    }
+    state = jax.device_put(state.replace(step=state.step + 5, nets=nets), parallel.replicated(mesh))
     os.makedirs(workdir)
     workdir_config.check_and_record(config, workdir, None, False, is_writer=True)
     checkpointer = Checkpointer(workdir, every_steps=5, keep=1)
@@ -65,21 +57,26 @@ def write_images(directory, count: int, height: int, width: int) -> np.ndarray:
 
 def in_process(task, state, direction: str, images_uint8: np.ndarray) -> np.ndarray:
     """The generator applied directly (eval mode), on the same images."""
-    name, module = task.generators()[direction]
+    name, module, _ = task.generators()[direction]
     net = state.nets[name]
-    variables = {"params": net.params, **({"batch_stats": net.batch_stats}
-                                          if net.batch_stats else {})}
-    return np.asarray(module.apply(variables, images_uint8.astype(np.float32) / 127.5 - 1.0,
-                                   train=False))
+    variables = {
+        "params": net.params,
+        **({"batch_stats": net.batch_stats} if net.batch_stats else {}),
+    }
+    return np.asarray(
+        module.apply(variables, images_uint8.astype(np.float32) / 127.5 - 1.0, train=False)
+    )
 
 
 @pytest.mark.parametrize("model, size", [("pix2pix", (32, 64)), ("cycle_gan", (36, 44))])
-def test_translate_in_a_fresh_process_reproduces_the_generator(model, size, tmp_path,
-                                                               tiny_config, tiny_cycle_config):
+def test_translate_in_a_fresh_process_reproduces_the_generator(
+    model, size, tmp_path, tiny_config, tiny_cycle_config
+):
     config = tiny_config if model == "pix2pix" else tiny_cycle_config
     task, state = make_workdir(config, str(tmp_path / "run"))
-    described = export.export_generators(str(tmp_path / "run"), str(tmp_path / "model"),
-                                         mode="eval")
+    described = export.export_generators(
+        str(tmp_path / "run"), str(tmp_path / "model"), mode="eval"
+    )
     assert described["test_time_mode"] == "eval" and described["step"] == 5
     images = write_images(tmp_path / "inputs", 3, *size)
 
@@ -87,9 +84,14 @@ def test_translate_in_a_fresh_process_reproduces_the_generator(model, size, tmp_
         expected = in_process(task, state, direction, images)
         for batch_size in (1, 3):
             out = tmp_path / f"out_{direction}_{batch_size}"
-            done = run_translate(f"--model={tmp_path / 'model'}", f"--input={tmp_path / 'inputs'}",
-                                 f"--output={out}", f"--direction={direction}",
-                                 f"--batch_size={batch_size}", "--output_format=npy")
+            done = run_translate(
+                f"--model={tmp_path / 'model'}",
+                f"--input={tmp_path / 'inputs'}",
+                f"--output={out}",
+                f"--direction={direction}",
+                f"--batch_size={batch_size}",
+                "--output_format=npy",
+            )
             assert done.returncode == 0, done.stderr
             got = np.stack([np.load(out / f"image{i}.npy") for i in range(3)])
             np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
@@ -106,17 +108,24 @@ def pix2pix_artifact(tmp_path_factory):
     return root, task, state
 
 
+@pytest.mark.slow
 def test_train_like_outputs_do_not_depend_on_the_batch(pix2pix_artifact, tmp_path):
     root, _, _ = pix2pix_artifact
     write_images(tmp_path / "inputs", 3, 32, 32)
     outputs = []
     for batch_size in (1, 3):
-        done = run_translate(f"--model={root / 'model'}", f"--input={tmp_path / 'inputs'}",
-                             f"--output={tmp_path / str(batch_size)}", "--output_format=npy",
-                             f"--batch_size={batch_size}", "--seed=3")
+        done = run_translate(
+            f"--model={root / 'model'}",
+            f"--input={tmp_path / 'inputs'}",
+            f"--output={tmp_path / str(batch_size)}",
+            "--output_format=npy",
+            f"--batch_size={batch_size}",
+            "--seed=3",
+        )
         assert done.returncode == 0, done.stderr
-        outputs.append(np.stack([np.load(tmp_path / str(batch_size) / f"image{i}.npy")
-                                 for i in range(3)]))
+        outputs.append(
+            np.stack([np.load(tmp_path / str(batch_size) / f"image{i}.npy") for i in range(3)])
+        )
     # Per-image batch statistics, and dropout masks keyed by (seed, image): batch-independent.
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
     assert np.abs(outputs[0][0] - outputs[0][1]).max() > 0.01  # Different images differ.
@@ -128,13 +137,16 @@ def test_the_savedmodel_computes_what_the_jax_artifact_does(pix2pix_artifact):
     ids = np.array([4, 9], np.int32)
     expected = translate.ExportedGenerator(str(root / "model"), seed=3)(images, ids)
     serve = tf.saved_model.load(str(root / "model" / "savedmodel" / "AtoB")).signatures[
-        "serving_default"]
+        "serving_default"
+    ]
     got = serve(images=tf.constant(images), seed=tf.constant(3), example_ids=tf.constant(ids))
     np.testing.assert_allclose(got["images"].numpy(), expected, atol=1e-5)
 
 
-def test_translate_handles_every_kind_of_image_and_reports_a_corrupt_one(pix2pix_artifact,
-                                                                         tmp_path):
+@pytest.mark.slow
+def test_translate_handles_every_kind_of_image_and_reports_a_corrupt_one(
+    pix2pix_artifact, tmp_path
+):
     root, _, _ = pix2pix_artifact
     inputs = tmp_path / "inputs"
     (inputs / "nested").mkdir(parents=True)
@@ -143,25 +155,35 @@ def test_translate_handles_every_kind_of_image_and_reports_a_corrupt_one(pix2pix
     rgba = rng.integers(0, 256, (50, 45, 4), np.uint8)
     Image.fromarray(rgba).save(inputs / "rgba.png")
     Image.fromarray(rng.integers(0, 256, (40, 70, 3), np.uint8)).save(
-        inputs / "nested" / "wide.jpg", quality=90)
+        inputs / "nested" / "wide.jpg", quality=90
+    )
     (inputs / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image" * 8)
     before = {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()}
 
-    done = run_translate(f"--model={root / 'model'}", f"--input={inputs}",
-                         f"--output={tmp_path / 'out'}")
+    done = run_translate(
+        f"--model={root / 'model'}", f"--input={inputs}", f"--output={tmp_path / 'out'}"
+    )
     assert done.returncode == 1
     assert "corrupt.png" in done.stderr and "wrote 3 of 4 images" in done.stderr
-    results = {name: Image.open(tmp_path / "out" / name)
-               for name in ("gray.png", "rgba.png", "nested/wide.png")}
+    results = {
+        name: Image.open(tmp_path / "out" / name)
+        for name in ("gray.png", "rgba.png", "nested/wide.png")
+    }
     assert {name: (image.mode, image.size) for name, image in results.items()} == {
-        "gray.png": ("RGB", (40, 40)), "rgba.png": ("RGBA", (45, 50)),
-        "nested/wide.png": ("RGB", (70, 40))}
+        "gray.png": ("RGB", (40, 40)),
+        "rgba.png": ("RGBA", (45, 50)),
+        "nested/wide.png": ("RGB", (70, 40)),
+    }
     np.testing.assert_array_equal(np.asarray(results["rgba.png"])[..., 3], rgba[..., 3])
     assert not (tmp_path / "out" / "corrupt.png").exists()
 
     # Resizing to the training size and back also gives the input's size.
-    done = run_translate(f"--model={root / 'model'}", f"--input={inputs / 'nested' / 'wide.jpg'}",
-                         f"--output={tmp_path / 'resized'}", "--fit=resize")
+    done = run_translate(
+        f"--model={root / 'model'}",
+        f"--input={inputs / 'nested' / 'wide.jpg'}",
+        f"--output={tmp_path / 'resized'}",
+        "--fit=resize",
+    )
     assert done.returncode == 0, done.stderr
     assert Image.open(tmp_path / "resized" / "wide.png").size == (70, 40)
 
@@ -183,8 +205,7 @@ class PixelwiseGenerator:
 def test_tiles_blend_back_into_the_whole_image():
     image = np.random.default_rng(3).uniform(-1, 1, (72, 120, 3)).astype(np.float32)
     whole = PixelwiseGenerator()(image[None], np.array([5]))[0]
-    tiled = translate.run_tiled(PixelwiseGenerator(), image, 5, tile=32, overlap=8,
-                                batch_size=3)
+    tiled = translate.run_tiled(PixelwiseGenerator(), image, 5, tile=32, overlap=8, batch_size=3)
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
     assert translate.tile_starts(72, 32, 8) == [0, 24, 40]
     assert translate.ramp(32, 8).min() > 0
@@ -196,8 +217,10 @@ def test_one_tile_covering_the_image_is_the_untiled_output(pix2pix_artifact):
     image = np.random.default_rng(4).uniform(-1, 1, (64, 64, 3)).astype(np.float32)
     whole = generator(image[None], np.array([0]))[0]
     np.testing.assert_allclose(
-        translate.run_tiled(generator, image, 0, tile=64, overlap=16, batch_size=2), whole,
-        atol=1e-6)
+        translate.run_tiled(generator, image, 0, tile=64, overlap=16, batch_size=2),
+        whole,
+        atol=1e-6,
+    )
     tiled = translate.run_tiled(generator, image, 0, tile=32, overlap=16, batch_size=2)
     assert tiled.shape == whole.shape and np.isfinite(tiled).all()
 

@@ -7,19 +7,25 @@ import threading
 
 import jax
 import pytest
-from tiny_configs import get_config
 
 from i2i_jax import parallel, tasks, train
 from i2i_jax.checkpointing import Checkpointer, CheckpointWriteError
 from i2i_jax.errors import WorkdirError
+
+from tiny_configs import get_config
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def small_disk(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
     yield mount
@@ -44,17 +50,26 @@ def test_a_disk_without_room_for_a_checkpoint_is_refused_before_training(small_d
     with pytest.raises(WorkdirError) as refusal:
         train.train_and_evaluate(get_config("pix2pix"), str(small_disk / "run"))
     message = str(refusal.value)
-    assert message.startswith(f"workdir {small_disk / 'run'} has 200 MiB free, but a "
-                              "checkpoint of this run needs about ")
-    assert message.splitlines()[-1] == ("Fix: free disk space, or pass a --workdir on a larger "
-                                        "disk")
+    assert message.startswith(
+        f"workdir {small_disk / 'run'} has 200 MiB free, but a checkpoint of this run needs about "
+    )
+    assert message.splitlines()[-1] == (
+        "Fix: free disk space, or pass a --workdir on a larger disk"
+    )
     assert not os.listdir(small_disk / "run" / "checkpoints")
 
 
 def test_a_checkpoint_write_that_fails_mid_run_keeps_the_earlier_ones(small_disk):
     config = get_config("pix2pix")
-    config.update({"num_train_steps": 40, "checkpoint_every_steps": 1, "keep_checkpoints": 40,
-                   "log_every_steps": 100, "eval_every_steps": 0})
+    config.update(
+        {
+            "num_train_steps": 40,
+            "checkpoint_every_steps": 1,
+            "keep_checkpoints": 40,
+            "log_every_steps": 100,
+            "eval_every_steps": 0,
+        }
+    )
     workdir = small_disk / "run"
 
     def fill_after_step_2():
@@ -73,8 +88,9 @@ def test_a_checkpoint_write_that_fails_mid_run_keeps_the_earlier_ones(small_disk
     assert "No space left on device" in message or "RESOURCE_EXHAUSTED" in message
     kept_line = message.splitlines()[1]
     assert kept_line.startswith("The checkpoints written before (1, 2")
-    assert message.splitlines()[-1] == (f"Fix: free space on (or repair) the disk of {workdir}, "
-                                        "then rerun the same command")
+    assert message.splitlines()[-1] == (
+        f"Fix: free space on (or repair) the disk of {workdir}, then rerun the same command"
+    )
 
     os.remove(small_disk / "filler")
     latest = int(kept_line.split("rerunning resumes from step ")[1].rstrip("."))

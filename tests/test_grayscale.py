@@ -5,12 +5,16 @@ colour photo (read as luma) into a colour image."""
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
-from test_export import run_translate
-from tiny_configs import get_config
 
 from i2i_jax import export, train
 from i2i_jax.data import pipeline, sources
+
+from helpers import run_translate
+from tiny_configs import get_config
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_grayscale_input_config_trains_exports_and_translates(tmp_path):
@@ -20,8 +24,11 @@ def test_a_grayscale_input_config_trains_exports_and_translates(tmp_path):
 
     batch = next(pipeline.train_batches(sources.train_sources(config), config, 4))
     assert batch["A"].shape == (4, 32, 32, 1) and batch["B"].shape == (4, 32, 32, 3)
-    colour = next(pipeline.train_batches(sources.train_sources(get_config("pix2pix")),
-                                         get_config("pix2pix"), 4))
+    colour = next(
+        pipeline.train_batches(
+            sources.train_sources(get_config("pix2pix")), get_config("pix2pix"), 4
+        )
+    )
     # The same crops, the input as its luma (ITU-R 601 weights, as PIL's "L").
     luma = np.round(colour["A"].astype(np.float64) @ [0.2989, 0.5870, 0.1140])
     np.testing.assert_allclose(batch["A"][..., 0], luma, atol=1)
@@ -38,8 +45,11 @@ def test_a_grayscale_input_config_trains_exports_and_translates(tmp_path):
     assert described["directions"]["AtoB"]["input_channels"] == 1
     os.makedirs(tmp_path / "photos")
     Image.fromarray(colour["A"][0]).save(tmp_path / "photos" / "photo.png")
-    done = run_translate(f"--model={tmp_path / 'model'}", f"--input={tmp_path / 'photos'}",
-                         f"--output={tmp_path / 'out'}")
+    done = run_translate(
+        f"--model={tmp_path / 'model'}",
+        f"--input={tmp_path / 'photos'}",
+        f"--output={tmp_path / 'out'}",
+    )
     assert done.returncode == 0, done.stderr
     assert np.asarray(Image.open(tmp_path / "out" / "photo.png")).shape == (32, 32, 3)
 

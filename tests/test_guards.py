@@ -6,18 +6,26 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import assert_same_parameters
-from tiny_configs import get_config
 
 from i2i_jax import parallel, tasks, train
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.errors import TrainingDivergedError, WorkdirError
 
+from helpers import assert_same_parameters
+from tiny_configs import get_config
 
+
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_and_the_last_good_checkpoint_restores(tmp_path):
     config = get_config("pix2pix")
-    config.update({"num_train_steps": 2, "checkpoint_every_steps": 2, "log_every_steps": 1,
-                   "eval_every_steps": 0})
+    config.update(
+        {
+            "num_train_steps": 2,
+            "checkpoint_every_steps": 2,
+            "log_every_steps": 1,
+            "eval_every_steps": 0,
+        }
+    )
     workdir = str(tmp_path)
     good, _ = train.train_and_evaluate(config, workdir)
 
@@ -52,5 +60,6 @@ def test_an_unwritable_workdir_is_refused_before_anything_is_built(tmp_path):
         train.train_and_evaluate(get_config("pix2pix"), str(blocker / "run"))
     message = str(refusal.value)
     assert message.startswith(f"workdir {blocker / 'run'} is not writable: ")
-    assert message.splitlines()[-1] == ("Fix: pass a --workdir you can write to (or fix its "
-                                        "permissions)")
+    assert message.splitlines()[-1] == (
+        "Fix: pass a --workdir you can write to (or fix its permissions)"
+    )

@@ -32,10 +32,12 @@ print(json.dumps({"freed": freed, "released": released, "after": resident_mb()})
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc only")
 def test_release_returns_freed_heap_memory_to_the_os():
-    output = subprocess.run([sys.executable, "-c", _PROGRAM], check=True, capture_output=True,
-                            text=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-c", _PROGRAM], check=True, capture_output=True, text=True
+    ).stdout
     figures = json.loads(output)
     assert figures["released"]
     assert figures["freed"] - figures["after"] > 150, figures

@@ -12,9 +12,9 @@ query = jax.jit(image_pool.query)
 
 def numbered_images(first: int, count: int) -> jnp.ndarray:
     """Images whose every pixel is their serial number, so returns can be traced."""
-    return jnp.broadcast_to(jnp.arange(first, first + count, dtype=jnp.float32)[:, None, None,
-                                                                                  None],
-                            (count, 2, 2, 1))
+    return jnp.broadcast_to(
+        jnp.arange(first, first + count, dtype=jnp.float32)[:, None, None, None], (count, 2, 2, 1)
+    )
 
 
 def ids(images) -> list[int]:
@@ -68,7 +68,8 @@ def test_a_pool_restored_from_a_checkpoint_continues_exactly(tmp_path):
     checkpointer.maybe_save(3, {"pool": pool}, force=True)
     checkpointer.close()
     restored = Checkpointer(str(tmp_path), 1, 1).restore_latest(
-        {"pool": image_pool.empty_pool(6, (2, 2, 1))})["pool"]
+        {"pool": image_pool.empty_pool(6, (2, 2, 1))}
+    )["pool"]
     for step in range(3, 8):
         batch = numbered_images(4 * step, 4)
         pool, expected = query(pool, batch, jax.random.key(step))

@@ -1,8 +1,11 @@
-"""The launch scripts: they parse, pass shellcheck, and the local launcher stops a failed job."""
+"""The launch scripts: they parse, pass shellcheck, the local launcher stops a failed job, and
+tpu_pod.sh (against a stand-in gcloud) detaches the job, deploys the working tree and cleans up."""
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -11,8 +14,10 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "local.sh")
-SCRIPTS = sorted(glob.glob(os.path.join(REPO, "launch", "*.sh")) +
-                 glob.glob(os.path.join(REPO, "launch", "*.sbatch")))
+SCRIPTS = sorted(
+    glob.glob(os.path.join(REPO, "launch", "*.sh"))
+    + glob.glob(os.path.join(REPO, "launch", "*.sbatch"))
+)
 
 
 def shellcheck() -> str:
@@ -29,8 +34,7 @@ def test_there_are_scripts_for_tpu_pods_slurm_and_this_machine():
 def test_script_parses_and_passes_shellcheck(script):
     subprocess.run(["bash", "-n", script], check=True)
     assert shellcheck(), "shellcheck is missing: pip install -e '.[test]' installs it"
-    result = subprocess.run([shellcheck(), "--shell=bash", script], capture_output=True,
-                            text=True)
+    result = subprocess.run([shellcheck(), "--shell=bash", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -52,8 +56,12 @@ time.sleep(60)
 def test_the_local_launcher_stops_every_process_when_one_fails(tmp_path):
     pid_file = tmp_path / "pid"
     start = time.monotonic()
-    result = subprocess.run([LAUNCHER, "-n", "2", "--", sys.executable, "-c", _WORKER,
-                             str(pid_file)], capture_output=True, text=True, timeout=50)
+    result = subprocess.run(
+        [LAUNCHER, "-n", "2", "--", sys.executable, "-c", _WORKER, str(pid_file)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
     assert result.returncode == 3
     assert time.monotonic() - start < 30
     assert "a process exited with status 3; stopping the others" in result.stderr
@@ -65,9 +73,162 @@ def test_the_local_launcher_stops_every_process_when_one_fails(tmp_path):
 
 def test_the_local_launcher_gives_each_process_its_index_and_devices(tmp_path):
     worker = "import os, sys; print(os.environ['JAX_NUM_CPU_DEVICES'], *sys.argv[1:])"
-    result = subprocess.run([LAUNCHER, "-n", "3", "-d", "2", "-p", "12345", "--",
-                             sys.executable, "-c", worker], capture_output=True, text=True,
-                            timeout=50, check=True)
+    result = subprocess.run(
+        [LAUNCHER, "-n", "3", "-d", "2", "-p", "12345", "--", sys.executable, "-c", worker],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    )
     lines = sorted(result.stdout.splitlines())
-    assert lines == [f"[{i}] 2 --coordinator_address=127.0.0.1:12345 --num_processes=3 "
-                     f"--process_id={i}" for i in range(3)]
+    assert lines == [
+        f"[{i}] 2 --coordinator_address=127.0.0.1:12345 --num_processes=3 --process_id={i}"
+        for i in range(3)
+    ]
+
+
+# A stand-in for gcloud that makes this machine the slice's only host, with $HOME at
+# $FAKE_HOME: `ssh --command=C` runs C there, `scp` copies there, the rest is only recorded.
+_FAKE_GCLOUD = """#!/usr/bin/env bash
+echo "$4" >> "$FAKE_HOME/calls"
+case "$4" in
+  ssh)
+    for arg in "$@"; do
+      [[ "$arg" == --command=* ]] && command="${arg#--command=}"
+    done
+    cd "$FAKE_HOME" && HOME="$FAKE_HOME" exec bash -c "$command" ;;
+  scp) cp "$5" "$FAKE_HOME/${6#*:\\~/}" ;;
+esac
+"""
+# A stand-in for the hosts' python3: pip does nothing; the job prints its arguments, one a
+# line, then runs until FAKE_MAIN_SECONDS have passed or a TERM stops it, and exits with
+# FAKE_MAIN_STATUS.
+_FAKE_PYTHON = """#!/usr/bin/env bash
+[[ "$2" == pip ]] && exit 0
+printf '%s\\n' "$@"
+sleep "$FAKE_MAIN_SECONDS" &
+trap 'kill $!; echo stopped; exit 0' TERM
+wait $!
+exit "$FAKE_MAIN_STATUS"
+"""
+
+
+def fake_cloud(tmp_path, seconds: int, status: int) -> dict:
+    """The environment under which tpu_pod.sh's gcloud calls run here, and its $HOME there."""
+    if not (shutil.which("setsid") and shutil.which("nohup")):
+        pytest.skip("needs setsid and nohup")
+    bin_dir, home = tmp_path / "bin", tmp_path / "host"
+    bin_dir.mkdir()
+    home.mkdir()
+    for name, text in (("gcloud", _FAKE_GCLOUD), ("python3", _FAKE_PYTHON)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_HOME": str(home),
+        "FAKE_MAIN_SECONDS": str(seconds),
+        "FAKE_MAIN_STATUS": str(status),
+        "TPU_NAME": "pod",
+        "RUN_NAME": "r1",
+        "WORKDIR": "gs://bucket/run",
+        "POLL_SECONDS": "0.1",
+    }
+
+
+def test_tpu_pod_run_detaches_the_job_and_prints_how_to_follow_and_stop_it(tmp_path):
+    env = fake_cloud(tmp_path, seconds=30, status=0)
+    home = tmp_path / "host"
+    (home / "i2i_jax").mkdir()
+    start = time.monotonic()
+    result = subprocess.run(
+        [os.path.join(REPO, "launch", "tpu_pod.sh"), "run", "--", "--config.name=a b"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 10  # it did not wait for the job
+    pid = int((home / "i2i_jax_logs" / "r1.pid").read_text())
+    assert os.getsid(pid) != os.getsid(0)  # a session of its own: the ssh one may end
+    try:
+        log = home / "i2i_jax_logs" / "r1.log"
+        assert "--worker=0 --command='tail -f $HOME/i2i_jax_logs/r1.log'" in result.stdout
+        lines = log.read_text().splitlines()
+        assert lines == [
+            "-m",
+            "i2i_jax.main",
+            "--distributed=on",
+            "--config=configs/pix2pix_facades.py",
+            "--workdir=gs://bucket/run",
+            "--config.name=a b",
+        ]
+        stop = next(line.strip() for line in result.stdout.splitlines() if "kill -TERM" in line)
+        subprocess.run(stop, shell=True, env=env, check=True, timeout=10)
+        for _ in range(100):
+            if (home / "i2i_jax_logs" / "r1.status").exists():
+                break
+            time.sleep(0.05)
+        assert (home / "i2i_jax_logs" / "r1.status").read_text() == "0\n"
+        assert log.read_text().endswith("stopped\n")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_tpu_pod_all_deploys_the_working_tree_waits_for_the_job_then_deletes(tmp_path):
+    env = fake_cloud(tmp_path, seconds=0, status=3)
+    checkout = tmp_path / "checkout"
+    (checkout / "launch").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO, "launch", "tpu_pod.sh"), checkout / "launch")
+    (checkout / ".gitignore").write_text(".venv/\n")
+    (checkout / "committed.py").write_text("old\n")
+    git = [
+        "git",
+        "-C",
+        str(checkout),
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "-c",
+        "commit.gpgsign=false",
+    ]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    (checkout / "committed.py").write_text("changed\n")
+    (checkout / "untracked.py").write_text("new\n")
+    (checkout / ".venv").mkdir()
+    (checkout / ".venv" / "ignored").write_text("")
+    dry = subprocess.run(
+        [checkout / "launch" / "tpu_pod.sh", "all"],
+        env={**env, "DRY_RUN": "1"},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "[dry run] gcloud compute tpus tpu-vm delete pod" in dry.stdout
+    assert not (tmp_path / "host" / "calls").exists()
+    result = subprocess.run(
+        [checkout / "launch" / "tpu_pod.sh", "all"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "4 files, commit" in result.stdout and "2 uncommitted change(s)" in result.stdout
+    deployed = tmp_path / "host" / "i2i_jax"
+    assert sorted(p.name for p in deployed.iterdir()) == [
+        ".gitignore",
+        "committed.py",
+        "launch",
+        "untracked.py",
+    ]
+    assert (deployed / "committed.py").read_text() == "changed\n"
+    calls = (tmp_path / "host" / "calls").read_text().split()
+    assert calls[:4] == ["create", "scp", "ssh", "ssh"] and calls[-1] == "delete"
+    assert set(calls[4:-1]) == {"ssh"}  # polls until the job has ended

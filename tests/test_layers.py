@@ -28,15 +28,17 @@ def test_batch_norm_training_output_and_running_statistics_follow_pytorch():
     np.testing.assert_allclose(stats["mean"], 0.9 * 0 + 0.1 * mean, rtol=1e-5)
     np.testing.assert_allclose(stats["var"], 0.9 * 1 + 0.1 * unbiased_var, rtol=1e-5)
 
-    eval_out = layer.apply({"params": variables["params"], "batch_stats": stats}, x,
-                           use_running_average=True)
+    eval_out = layer.apply(
+        {"params": variables["params"], "batch_stats": stats}, x, use_running_average=True
+    )
     expected_eval = (x - stats["mean"]) / np.sqrt(stats["var"] + EPS) * scale + bias
     np.testing.assert_allclose(eval_out, expected_eval, atol=1e-5)
 
 
 def test_batch_norm_scale_starts_near_one_like_the_reference_init():
-    variables = BatchNorm().init(jax.random.key(0), np.zeros((2, 4, 4, 4096), np.float32),
-                                 use_running_average=False)
+    variables = BatchNorm().init(
+        jax.random.key(0), np.zeros((2, 4, 4, 4096), np.float32), use_running_average=False
+    )
     scale = np.asarray(variables["params"]["scale"])
     assert abs(scale.mean() - 1) < 2e-3 and abs(scale.std() - 0.02) < 2e-3
     np.testing.assert_array_equal(variables["params"]["bias"], 0)
@@ -49,15 +51,17 @@ def test_instance_norm_normalises_each_image_and_channel_without_parameters():
     assert not variables
     mean = x.mean(axis=(1, 2), keepdims=True)
     var = x.var(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(layer.apply(variables, x), (x - mean) / np.sqrt(var + EPS),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        layer.apply(variables, x), (x - mean) / np.sqrt(var + EPS), atol=1e-5
+    )
 
 
 def on_four_devices(fn, out_specs):
     """`fn` of a batch, run per device on quarters of it, as the train step runs."""
     mesh = parallel.make_mesh(jax.devices()[:4])
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=P(parallel.DATA_AXIS),
-                                 out_specs=out_specs))
+    return jax.jit(
+        jax.shard_map(fn, mesh=mesh, in_specs=P(parallel.DATA_AXIS), out_specs=out_specs)
+    )
 
 
 def batch_norm_on_quarters(synchronised: bool, stats_spec):
@@ -69,8 +73,7 @@ def batch_norm_on_quarters(synchronised: bool, stats_spec):
     variables = layer.init(jax.random.key(0), x, use_running_average=False)
 
     def apply(x):
-        out, updates = layer.apply(variables, x, use_running_average=False,
-                                   mutable=["batch_stats"])
+        out, updates = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
         stats = updates["batch_stats"]
         return out, stats if synchronised else jax.tree.map(lambda v: v[None], stats)
 
@@ -91,12 +94,12 @@ def test_synchronised_batch_norm_on_four_devices_normalises_the_global_batch():
 def test_per_device_batch_norm_normalises_each_share_by_its_own_statistics():
     """What pmap gave: each device's quarter of the batch is a batch of its own."""
     x, scale, bias, out, stats = batch_norm_on_quarters(False, P(parallel.DATA_AXIS))
-    shares = [numpy_batch_norm(x[i:i + 2], scale, bias) for i in range(0, 8, 2)]
+    shares = [numpy_batch_norm(x[i : i + 2], scale, bias) for i in range(0, 8, 2)]
     np.testing.assert_allclose(out, np.concatenate([s[0] for s in shares]), atol=1e-5)
-    np.testing.assert_allclose(stats["mean"], 0.1 * np.stack([s[1] for s in shares]),
-                               rtol=1e-5)
-    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * np.stack([s[2] for s in shares]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(stats["mean"], 0.1 * np.stack([s[1] for s in shares]), rtol=1e-5)
+    np.testing.assert_allclose(
+        stats["var"], 0.9 + 0.1 * np.stack([s[2] for s in shares]), rtol=1e-5
+    )
 
 
 def test_dropout_draws_the_same_masks_on_one_device_and_on_four():

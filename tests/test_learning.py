@@ -1,9 +1,12 @@
 """The embedded dataset is a real learning signal: training beats the mean-image baseline."""
 
 import numpy as np
+import pytest
 
 from i2i_jax import train
 from i2i_jax.data import pipeline, sources
+
+pytestmark = pytest.mark.slow
 
 
 def mean_image_baseline_psnr(config) -> float:
@@ -12,10 +15,11 @@ def mean_image_baseline_psnr(config) -> float:
     targets = []
     for batch, _ in pipeline.eval_batches(train_source, config, config.eval_batch_size):
         targets.append(batch["B"].astype(np.float64) / 255)
-    mean_target = np.concatenate(targets)[:train_source.num_examples].mean(axis=0)
+    mean_target = np.concatenate(targets)[: train_source.num_examples].mean(axis=0)
     scores = []
-    for batch, mask in pipeline.eval_batches(sources.paired_source(config, "test"), config,
-                                             config.eval_batch_size):
+    for batch, mask in pipeline.eval_batches(
+        sources.paired_source(config, "test"), config, config.eval_batch_size
+    ):
         mse = ((batch["B"] / 255 - mean_target) ** 2).mean(axis=(1, 2, 3))
         scores.extend((-10 * np.log10(mse))[mask > 0])
     return float(np.mean(scores))

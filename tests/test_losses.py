@@ -18,9 +18,11 @@ def test_vanilla_loss_is_binary_cross_entropy_on_logits():
     logits = [-3.0, -0.5, 0.0, 0.7, 4.0]
     x = jnp.array(logits).reshape(1, 5, 1, 1)
     assert float(losses.gan_loss(x, True, "vanilla")) == pytest.approx(
-        np.mean([bce(v, 1) for v in logits]), rel=1e-6)
+        np.mean([bce(v, 1) for v in logits]), rel=1e-6
+    )
     assert float(losses.gan_loss(x, False, "vanilla")) == pytest.approx(
-        np.mean([bce(v, 0) for v in logits]), rel=1e-6)
+        np.mean([bce(v, 0) for v in logits]), rel=1e-6
+    )
 
 
 def test_vanilla_loss_is_stable_for_confident_logits():
@@ -48,12 +50,14 @@ def test_wgangp_critic_loss_is_the_signed_mean():
     assert float(losses.gan_loss(x, False, "wgangp")) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_gradient_penalty_against_finite_differences():
     """With real == fake every interpolate is that image, so the penalty is
     weight * mean((|grad sum D(x)| - 1)^2), with the gradient taken by central differences."""
     import jax
 
     from i2i_jax.models.patchgan import NLayerDiscriminator
+
     critic = NLayerDiscriminator(ndf=4, n_layers=1, norm="none")
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
     variables = critic.init(jax.random.key(1), x, train=False)
@@ -73,9 +77,10 @@ def test_gradient_penalty_against_finite_differences():
             plus, minus = flat.copy(), flat.copy()
             plus[example, i] += eps
             minus[example, i] -= eps
-            grad[i] = (float(total(jnp.asarray(plus.reshape(x.shape), jnp.float32)))
-                       - float(total(jnp.asarray(minus.reshape(x.shape), jnp.float32)))) / (
-                           2 * eps)
+            grad[i] = (
+                float(total(jnp.asarray(plus.reshape(x.shape), jnp.float32)))
+                - float(total(jnp.asarray(minus.reshape(x.shape), jnp.float32)))
+            ) / (2 * eps)
         norms.append(np.linalg.norm(grad))
     expected = 10.0 * np.mean((np.array(norms) - 1) ** 2)
     actual = float(losses.gradient_penalty(critic_fn, x, x, jax.random.key(2), weight=10.0))

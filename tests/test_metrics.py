@@ -21,8 +21,15 @@ def test_psnr_follows_the_formula_on_a_unit_range():
 def test_ssim_matches_tensorflow():
     a = random_images(2)
     b = np.clip(0.7 * a + 0.3 * random_images(3), -1, 1)
-    expected = tf.image.ssim(tf.constant((a + 1) / 2), tf.constant((b + 1) / 2), max_val=1.0,
-                             filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03).numpy()
+    expected = tf.image.ssim(
+        tf.constant((a + 1) / 2),
+        tf.constant((b + 1) / 2),
+        max_val=1.0,
+        filter_size=11,
+        filter_sigma=1.5,
+        k1=0.01,
+        k2=0.03,
+    ).numpy()
     np.testing.assert_allclose(metrics.ssim(a, b), expected, atol=1e-4)
     np.testing.assert_allclose(metrics.ssim(a, a), 1.0, atol=1e-5)
 

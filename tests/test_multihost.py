@@ -24,32 +24,56 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import assert_same_parameters, fixed_batches, run_steps
-from tiny_configs import get_config
 
 from i2i_jax import parallel, tasks, train
 from i2i_jax.data import sources
+
+from helpers import assert_same_parameters, fixed_batches, run_steps
+from tiny_configs import get_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 LAUNCHER = os.path.join(REPO, "launch", "local.sh")
 WORKER = os.path.join(TESTS, "multihost_worker.py")
 STEPS = 4
-SCHEDULE = {"num_train_steps": STEPS, "checkpoint_every_steps": 2, "keep_checkpoints": 3,
-            "eval_every_steps": 2}
+SCHEDULE = {
+    "num_train_steps": STEPS,
+    "checkpoint_every_steps": 2,
+    "keep_checkpoints": 3,
+    "eval_every_steps": 2,
+}
 OVERRIDES = {"pix2pix": SCHEDULE, "cycle_gan": {**SCHEDULE, "norm": "batch"}}
 
 
-def launch(processes: int, devices: int, model: str, workdir: str, dump_dir: str,
-           timeout: float = 400) -> str:
+def launch(
+    processes: int, devices: int, model: str, workdir: str, dump_dir: str, timeout: float = 400
+) -> str:
     """Runs the worker job under the local launcher and returns its output. Whatever happens
     (failure, hang, test error), every process of the job is killed before this returns."""
-    command = [LAUNCHER, "-n", str(processes), "-d", str(devices), "--", sys.executable,
-               WORKER, f"--config={os.path.join(TESTS, 'tiny_configs.py')}:{model}",
-               f"--workdir={workdir}", f"--dump_dir={dump_dir}",
-               *(f"--config.{key}={value}" for key, value in OVERRIDES[model].items())]
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True, cwd=REPO)
+    command = [
+        LAUNCHER,
+        "-n",
+        str(processes),
+        "-d",
+        str(devices),
+        "--",
+        sys.executable,
+        WORKER,
+        f"--config={os.path.join(TESTS, 'tiny_configs.py')}:{model}",
+        f"--workdir={workdir}",
+        f"--dump_dir={dump_dir}",
+        *(f"--config.{key}={value}" for key, value in OVERRIDES[model].items()),
+    ]
+    job = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        cwd=REPO,
+    )
     try:
         output, _ = job.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -73,8 +97,10 @@ def dumped_copies(path: str, template) -> list:
         arrays = dict(dump)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     devices = sorted({key.rsplit("@", 1)[1] for key in arrays})
-    return [treedef.unflatten([arrays[f"{jax.tree_util.keystr(p)}@{device}"] for p, _ in leaves])
-            for device in devices]
+    return [
+        treedef.unflatten([arrays[f"{jax.tree_util.keystr(p)}@{device}"] for p, _ in leaves])
+        for device in devices
+    ]
 
 
 def innermost(config) -> str:
@@ -93,20 +119,32 @@ def two_by_two(request, tmp_path_factory):
     batches = fixed_batches(config, STEPS)
     one_by_four, _ = run_steps(config, jax.devices()[:4], batches)
     one_by_one, _ = run_steps(config, jax.devices()[:1], batches)
-    return dict(model=model, root=root, output=output, config=config,
-                one_by_four=one_by_four, one_by_one=one_by_one)
+    return dict(
+        model=model,
+        root=root,
+        output=output,
+        config=config,
+        one_by_four=one_by_four,
+        one_by_one=one_by_one,
+    )
 
 
 def test_every_device_of_both_processes_holds_the_parameters_of_one_device(two_by_two):
     config, reference = two_by_two["config"], final_state_tree(two_by_two["one_by_one"])
-    copies = [copy for process in (0, 1) for copy in dumped_copies(
-        str(two_by_two["root"] / "dumps" / f"process_{process}.npz"), reference)]
+    copies = [
+        copy
+        for process in (0, 1)
+        for copy in dumped_copies(
+            str(two_by_two["root"] / "dumps" / f"process_{process}.npz"), reference
+        )
+    ]
     assert len(copies) == 4  # 2 processes x 2 devices.
     for copy in copies[1:]:  # The replicas of the job agree exactly.
         jax.tree.map(np.testing.assert_array_equal, copy, copies[0])
     for other in (two_by_two["one_by_four"], two_by_two["one_by_one"]):
-        assert_same_parameters(copies[0], final_state_tree(other), config.norm,
-                               innermost(config), rtol=1e-4, atol=1e-4)
+        assert_same_parameters(
+            copies[0], final_state_tree(other), config.norm, innermost(config), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_only_process_0_reports_and_the_evaluation_is_the_single_process_one(two_by_two):
@@ -114,8 +152,11 @@ def test_only_process_0_reports_and_the_evaluation_is_the_single_process_one(two
     assert "process 0 of 2: 2 local cpu devices" in output
     assert "process 1 of 2: 2 local cpu devices" in output
     assert "[0] " in output and f"eval at step {STEPS}" in output
-    assert not [line for line in output.splitlines()
-                if line.startswith("[1]") and ("eval at step" in line or "step 2/" in line)]
+    assert not [
+        line
+        for line in output.splitlines()
+        if line.startswith("[1]") and ("eval at step" in line or "step 2/" in line)
+    ]
     with open(two_by_two["root"] / "run" / "eval_metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     assert [r["step"] for r in records] == [0, 2, 4]
@@ -141,5 +182,11 @@ def test_a_checkpoint_of_the_two_process_job_resumes_on_one_device(two_by_two):
     assert "resumed from" in output and "at step 2" in output
     reference = final_state_tree(two_by_two["one_by_one"])
     (resumed,) = dumped_copies(str(root / "resumed_dumps" / "process_0.npz"), reference)
-    assert_same_parameters(resumed, reference, two_by_two["config"].norm,
-                           innermost(two_by_two["config"]), rtol=1e-4, atol=1e-4)
+    assert_same_parameters(
+        resumed,
+        reference,
+        two_by_two["config"].norm,
+        innermost(two_by_two["config"]),
+        rtol=1e-4,
+        atol=1e-4,
+    )

@@ -2,11 +2,12 @@
 
 import pytest
 
-from i2i_jax import config_defaults, optim
+from i2i_jax import config as config_lib
+from i2i_jax import optim
 
 
 def schedule(**overrides):
-    config = config_defaults.pix2pix()
+    config = config_lib.pix2pix()
     for key, value in overrides.items():
         config[key] = value
     return optim.learning_rate_schedule(config, steps_per_epoch=10), config

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from i2i_jax.data import pipeline, sources
@@ -59,7 +60,8 @@ def test_flip_mirrors_both_halves(tiny_config, tmp_path):
     np.testing.assert_array_equal(batch["B"], 255 - batch["A"])
     flipped = [np.array_equal(x, a[:, ::-1]) for x in batch["A"]]
     unflipped = [np.array_equal(x, a) for x in batch["A"]]
-    assert all(f or u for f, u in zip(flipped, unflipped)) and any(flipped) and any(unflipped)
+    assert all(f or u for f, u in zip(flipped, unflipped, strict=True))
+    assert any(flipped) and any(unflipped)
 
 
 def test_direction_swaps_input_and_target(tiny_config, tmp_path):
@@ -82,8 +84,10 @@ def test_a_resumed_stream_and_a_two_process_stream_equal_the_original(tiny_confi
         next(whole)
     expected = next(whole)
     resumed = next(pipeline.train_batches([source], tiny_config, 4, start_step=5))
-    halves = [next(pipeline.train_batches([source], tiny_config, 4, 5, process_index=p,
-                                          process_count=2)) for p in range(2)]
+    halves = [
+        next(pipeline.train_batches([source], tiny_config, 4, 5, process_index=p, process_count=2))
+        for p in range(2)
+    ]
     for key in expected:
         np.testing.assert_array_equal(resumed[key], expected[key])
         np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), expected[key])
@@ -103,8 +107,13 @@ def test_eval_covers_each_example_exactly_once_across_processes(tiny_config):
     assert len(per_process[0]) == len(per_process[1]) == 2
     masks = np.concatenate([np.concatenate([m for _, m in per_process[p]]) for p in range(2)])
     assert masks.sum() == 6
-    kept = [image.tobytes() for p in range(2) for batch, mask in per_process[p]
-            for image, keep in zip(batch["B"], mask) if keep]
+    kept = [
+        image.tobytes()
+        for p in range(2)
+        for batch, mask in per_process[p]
+        for image, keep in zip(batch["B"], mask, strict=True)
+        if keep
+    ]
     assert len(set(kept)) == 6
 
 
@@ -149,7 +158,8 @@ def test_unpaired_folder_layout(tiny_cycle_config, tmp_path):
         os.makedirs(tmp_path / folder)
         for i in range(count):
             Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
-                tmp_path / folder / f"{i}.jpg")
+                tmp_path / folder / f"{i}.jpg"
+            )
     tiny_cycle_config.data.source, tiny_cycle_config.data.dataroot = "folder", str(tmp_path)
     counts = [s.num_examples for s in sources.train_sources(tiny_cycle_config)]
     assert counts == [3, 5]
@@ -179,6 +189,23 @@ def test_preprocess_none_still_flips(tiny_config, tmp_path):
     assert any(np.array_equal(x, a) for x in batch["A"])
 
 
+def test_jitter_and_center_view_take_a_preprocessing_not_a_config(tiny_config):
+    image = tf.constant(np.random.default_rng(5).integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    crop = pipeline.Preprocessing("crop", load_size=48, crop_size=32, flip=False)
+    np.testing.assert_array_equal(pipeline.center_view(image, crop), image[8:40, 8:40])
+    none = pipeline.Preprocessing("none", load_size=48, crop_size=32)
+    assert pipeline.center_view(image, none).shape == (32, 32, 3)
+    views = pipeline.jitter({"A": image, "B": image}, tf.constant([1, 2], tf.int64), crop)
+    assert views["A"].shape == (32, 32, 3)
+    np.testing.assert_array_equal(views["A"], views["B"])
+    tiny_config.no_flip = True
+    assert pipeline.Preprocessing.from_config(tiny_config) == pipeline.Preprocessing(
+        tiny_config.preprocess, tiny_config.load_size, tiny_config.crop_size, flip=False
+    )
+    with pytest.raises(ValueError, match=r"preprocess='scale_width' is not one of"):
+        pipeline.Preprocessing("scale_width", load_size=48, crop_size=32)
+
+
 # Counts the threads that reading 20 batches adds to a fresh process (TensorFlow's runtime
 # included), for a given data.num_parallel_calls.
 _THREADS_PROGRAM = """
@@ -198,6 +225,7 @@ print(len(os.listdir("/proc/self/task")) - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
 def test_input_pipeline_threads_are_bounded_by_num_parallel_calls():
     """The pipeline's own thread pool has data.num_parallel_calls threads, whatever the
@@ -208,6 +236,9 @@ def test_input_pipeline_threads_are_bounded_by_num_parallel_calls():
     for calls in (1, 4):
         output = subprocess.run(
             [sys.executable, "-c", _THREADS_PROGRAM.format(tests=tests, calls=calls)],
-            check=True, capture_output=True, text=True).stdout
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         added[calls] = int(output.split()[-1])
     assert added[4] - added[1] == 3, added

@@ -12,16 +12,23 @@ import sys
 import jax
 import numpy as np
 import pytest
-from tiny_configs import get_config
 
 from i2i_jax import parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 
+from tiny_configs import get_config
+
+pytestmark = pytest.mark.slow
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 STEPS = 60
-OVERRIDES = [f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=7",
-             "--config.keep_checkpoints=10", "--config.log_every_steps=1",
-             "--config.eval_every_steps=0"]
+OVERRIDES = [
+    f"--config.num_train_steps={STEPS}",
+    "--config.checkpoint_every_steps=7",
+    "--config.keep_checkpoints=10",
+    "--config.log_every_steps=1",
+    "--config.eval_every_steps=0",
+]
 ONE_DEVICE = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
 LAUNCHER = os.path.join(os.path.dirname(TESTS), "launch", "local.sh")
 
@@ -29,14 +36,26 @@ LAUNCHER = os.path.join(os.path.dirname(TESTS), "launch", "local.sh")
 def command(workdir, processes: int = 0) -> list[str]:
     """The main command; with `processes`, a job of that many 1-device processes."""
     launcher = [LAUNCHER, "-n", str(processes), "-d", "1", "--"] if processes else []
-    return [*launcher, sys.executable, "-m", "i2i_jax.main",
-            f"--config={os.path.join(TESTS, 'tiny_configs.py')}:pix2pix",
-            f"--workdir={workdir}", *OVERRIDES]
+    return [
+        *launcher,
+        sys.executable,
+        "-m",
+        "i2i_jax.main",
+        f"--config={os.path.join(TESTS, 'tiny_configs.py')}:pix2pix",
+        f"--workdir={workdir}",
+        *OVERRIDES,
+    ]
 
 
 def run_to_the_end(workdir, processes: int = 0) -> str:
-    result = subprocess.run(command(workdir, processes), env=ONE_DEVICE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=300)
+    result = subprocess.run(
+        command(workdir, processes),
+        env=ONE_DEVICE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     return result.stdout
 
@@ -45,15 +64,24 @@ def signal_after_a_checkpoint(workdir, signum: int, processes: int = 0) -> tuple
     """Starts a run and sends `signum` once the step-7 checkpoint is complete on disk, right
     after a step that is not a checkpoint step; returns the run's exit status and output. The
     run is killed whatever happens, never left behind."""
-    run = subprocess.Popen(command(workdir, processes), env=ONE_DEVICE, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    run = subprocess.Popen(
+        command(workdir, processes),
+        env=ONE_DEVICE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     output = []
     try:
         for line in run.stdout:
             output.append(line)
             logged = re.search(rf"step (\d+)/{STEPS}", line)
-            if (logged and int(logged.group(1)) % 7
-                    and os.path.isdir(os.path.join(workdir, "checkpoints", "7"))):
+            if (
+                logged
+                and int(logged.group(1)) % 7
+                and os.path.isdir(os.path.join(workdir, "checkpoints", "7"))
+            ):
                 run.send_signal(signum)
                 break
         rest, _ = run.communicate(timeout=300)
@@ -68,8 +96,9 @@ def signal_after_a_checkpoint(workdir, signum: int, processes: int = 0) -> tuple
 def final_state(workdir):
     config = get_config("pix2pix")
     task = tasks.build_task(config, 4)
-    template = parallel.init_replicated(task.init_state, config.seed,
-                                        parallel.make_mesh(jax.devices()[:1]))
+    template = parallel.init_replicated(
+        task.init_state, config.seed, parallel.make_mesh(jax.devices()[:1])
+    )
     state = Checkpointer(str(workdir), 7, 10).restore_latest(template)
     assert int(state.step) == STEPS
     return jax.device_get(state)
@@ -86,8 +115,7 @@ def assert_bitwise_equal(one, other):
     jax.tree.map(np.testing.assert_array_equal, one, other)
 
 
-def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(uninterrupted,
-                                                                        tmp_path):
+def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(uninterrupted, tmp_path):
     status, output = signal_after_a_checkpoint(tmp_path, signal.SIGKILL)
     assert status == -signal.SIGKILL, output[-3000:]
     assert f"step {STEPS}/{STEPS}" not in output
@@ -100,8 +128,9 @@ def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(uninterr
 def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(uninterrupted, tmp_path):
     status, output = signal_after_a_checkpoint(tmp_path, signal.SIGTERM)
     assert status == 0, output[-3000:]
-    stopped = re.search(rf"SIGTERM: saved a checkpoint at step (\d+) of {STEPS} and stopped",
-                        output)
+    stopped = re.search(
+        rf"SIGTERM: saved a checkpoint at step (\d+) of {STEPS} and stopped", output
+    )
     assert stopped, output[-3000:]
     stop_step = int(stopped.group(1))
     assert 7 < stop_step < STEPS
@@ -111,12 +140,12 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(uninterrup
     assert_bitwise_equal(final_state(tmp_path), uninterrupted)
 
 
+@pytest.mark.multiprocess
 def test_sigterm_to_a_two_process_job_stops_both_at_one_step_and_resumes_exactly(tmp_path):
     """The launcher passes the TERM on; the processes agree on the step at their next log line
     and save one checkpoint together."""
     run_to_the_end(tmp_path / "uninterrupted", processes=2)
-    status, output = signal_after_a_checkpoint(tmp_path / "stopped", signal.SIGTERM,
-                                               processes=2)
+    status, output = signal_after_a_checkpoint(tmp_path / "stopped", signal.SIGTERM, processes=2)
     assert status == 143, output[-3000:]
     stops = re.findall(rf"\[(\d)\] .*SIGTERM: saved a checkpoint at step (\d+) of {STEPS}", output)
     assert sorted(process for process, _ in stops) == ["0", "1"], output[-3000:]

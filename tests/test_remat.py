@@ -3,9 +3,12 @@
 import jax
 import numpy as np
 import pytest
-from conftest import assert_same_parameters, fixed_batches
 
 from i2i_jax import parallel, tasks
+
+from helpers import assert_same_parameters, fixed_batches
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
@@ -23,11 +26,11 @@ def test_remat_computes_the_same_step_with_less_memory(model, tiny_config, tiny_
         # XLA's buffer assignment: the step's scratch memory, a property of the program.
         scratch[remat] = step.memory_analysis().temp_size_in_bytes
         states[remat], step_metrics[remat] = jax.device_get(step(state, batch))
-    assert_same_parameters(states["none"].nets, states["conv_outputs"].nets, config.norm,
-                           rtol=1e-5, atol=1e-5)
+    assert_same_parameters(
+        states["none"].nets, states["conv_outputs"].nets, config.norm, rtol=1e-5, atol=1e-5
+    )
     for key, value in step_metrics["none"].items():
-        np.testing.assert_allclose(value, step_metrics["conv_outputs"][key], rtol=1e-5,
-                                   err_msg=key)
+        np.testing.assert_allclose(value, step_metrics["conv_outputs"][key], rtol=1e-5, err_msg=key)
     # At 32 px the networks' own temporaries are a large share; at 256 px batch 16 (Pix2Pix)
     # with native convolutions, remat took the scratch memory from 2.2 GB to 1.4 GB.
     assert scratch["conv_outputs"] < 0.95 * scratch["none"], scratch

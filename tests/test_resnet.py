@@ -3,14 +3,16 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from test_models import conv_nhwc, output_shape, param_count
 
-from i2i_jax import config_defaults, models
+from i2i_jax import config as config_lib
+from i2i_jax import models
 from i2i_jax.models.resnet import ResnetBlock, reflect_pad
+
+from helpers import conv_nhwc, conv_transpose_by_definition, output_shape, param_count
 
 
 def test_resnet_9blocks_and_the_3_channel_discriminator_have_the_reference_counts():
-    config = config_defaults.cyclegan()
+    config = config_lib.cyclegan()
     generator = models.build_generator(config)
     assert param_count(generator, (1, 256, 256, 3)) == 11_378_179
     assert output_shape(generator, (1, 256, 256, 3)) == (1, 256, 256, 3)
@@ -20,7 +22,7 @@ def test_resnet_9blocks_and_the_3_channel_discriminator_have_the_reference_count
 
 
 def test_resnet_6blocks_at_128_and_non_square_inputs():
-    config = config_defaults.cyclegan()
+    config = config_lib.cyclegan()
     config.netG = "resnet_6blocks"
     generator = models.build_generator(config)
     assert generator.n_blocks == 6
@@ -50,22 +52,18 @@ def test_residual_block_adds_its_input_to_a_hand_computed_branch():
     np.testing.assert_allclose(actual, expected, atol=1e-4)
 
 
-def _torch_conv_transpose3(x, kernel, bias):
-    """ConvTranspose2d(3, stride 2, padding 1, output_padding 1) by definition: the gradient of
-    the stride-2 convolution from a 2H x 2W input."""
-    batch, height, width, _ = x.shape
-    y = jnp.zeros((batch, 2 * height, 2 * width, kernel.shape[2]))
-    _, pullback = jax.vjp(lambda y: conv_nhwc(y, kernel, 2, 1), y)
-    return pullback(x)[0] + bias
-
-
 def test_upsampling_matches_pytorch_transposed_conv_with_output_padding():
     from i2i_jax.models import layers
-    up = layers.UpConv(5, 3, padding=1, output_padding=1,
-                       kernel_init=jax.nn.initializers.normal(1.0))
+
+    up = layers.UpConv(
+        5, 3, padding=1, output_padding=1, kernel_init=jax.nn.initializers.normal(1.0)
+    )
     x = jax.random.normal(jax.random.key(0), (2, 4, 3, 6))
     variables = up.init(jax.random.key(1), x)
     p = variables["params"]
     p = {"kernel": p["kernel"], "bias": p["bias"] + 0.3}
-    np.testing.assert_allclose(up.apply({"params": p}, x),
-                               _torch_conv_transpose3(x, p["kernel"], p["bias"]), atol=1e-4)
+    np.testing.assert_allclose(
+        up.apply({"params": p}, x),
+        conv_transpose_by_definition(x, p["kernel"], 1, 1, p["bias"]),
+        atol=1e-4,
+    )

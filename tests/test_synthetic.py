@@ -28,8 +28,10 @@ def test_any_resolution_and_labels_use_only_the_palette(size):
     assert photo.dtype == labels.dtype == np.uint8
     colours = {tuple(c) for c in labels.reshape(-1, 3)}
     assert colours <= {tuple(c) for c in synthetic.PALETTE}
-    assert {tuple(synthetic.PALETTE[synthetic.CLASSES.index(name)])
-            for name in ("facade", "window", "sill", "cornice")} <= colours
+    assert {
+        tuple(synthetic.PALETTE[synthetic.CLASSES.index(name)])
+        for name in ("facade", "window", "sill", "cornice")
+    } <= colours
 
 
 def test_photos_follow_the_labels():

@@ -1,6 +1,11 @@
-"""The TFDS builder for the reference's paired datasets, prepared offline from a manual dir."""
+"""The TFDS builders for the reference's datasets, prepared offline from a manual dir.
+
+No test here touches the network: `offline` stands in for the probe of the dataset host, so
+the offline paths run whether or not the machine has a connection.
+"""
 
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -10,6 +15,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from i2i_jax.data import sources, tfds_builders
@@ -18,8 +24,24 @@ from i2i_jax.errors import NotFoundError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def offline_path_unobservable() -> bool:
-    return tfds_builders.reachable(tfds_builders.PAIRED.archive_url("facades"))
+# Runs a command as `python -m i2i_jax.main` would, with the dataset host unreachable.
+_OFFLINE_MAIN = (
+    "import runpy; from i2i_jax.data import tfds_builders; "
+    "tfds_builders.reachable = lambda *args, **kwargs: False; "
+    "runpy.run_module('i2i_jax.main', run_name='__main__', alter_sys=True)"
+)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """The dataset host is unreachable, and any download would fail the test."""
+    monkeypatch.setattr(tfds_builders, "reachable", lambda *args, **kwargs: False)
+
+    def no_download(self, *args, **kwargs):
+        raise AssertionError("a test tried to download")
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", no_download)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", no_download)
 
 
 def add_image(archive: tarfile.TarFile, name: str, pixels: np.ndarray, fmt: str) -> None:
@@ -56,8 +78,7 @@ def facades_config(tiny_config, tmp_path):
 
 
 def test_prepares_from_the_manual_archive_and_splits_a_from_b(facades_config):
-    originals = make_facades_archive(
-        os.path.join(facades_config.data.manual_dir, "facades.tar.gz"))
+    originals = make_facades_archive(os.path.join(facades_config.data.manual_dir, "facades.tar.gz"))
     train = sources.paired_source(facades_config, "train")
     assert train.num_examples == 3
     assert sources.paired_source(facades_config, "val").num_examples == 1
@@ -70,8 +91,6 @@ def test_prepares_from_the_manual_archive_and_splits_a_from_b(facades_config):
 
 
 def test_offline_without_data_fails_at_once_naming_the_archive(facades_config):
-    if offline_path_unobservable():
-        pytest.skip("the dataset host is reachable: the offline path cannot be observed")
     start = time.monotonic()
     with pytest.raises(tfds_builders.DatasetUnavailableError) as error:
         sources.paired_source(facades_config, "train")
@@ -81,17 +100,29 @@ def test_offline_without_data_fails_at_once_naming_the_archive(facades_config):
     assert os.path.join(facades_config.data.manual_dir, "facades.tar.gz") in message
 
 
-@pytest.mark.parametrize("config_file,archive", [("pix2pix_facades", "facades.tar.gz"),
-                                                 ("cyclegan_horse2zebra", "horse2zebra.zip")])
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config_file,archive",
+    [("pix2pix_facades", "facades.tar.gz"), ("cyclegan_horse2zebra", "horse2zebra.zip")],
+)
 def test_the_paper_configs_without_data_exit_within_30_seconds(tmp_path, config_file, archive):
-    if offline_path_unobservable():
-        pytest.skip("the dataset host is reachable: the offline path cannot be observed")
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "i2i_jax.main", f"--config=configs/{config_file}.py",
-         f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-         f"--config.data.manual_dir={tmp_path / 'manual'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            _OFFLINE_MAIN,
+            f"--config=configs/{config_file}.py",
+            f"--workdir={tmp_path / 'run'}",
+            f"--config.data.data_dir={tmp_path / 'tfds'}",
+            f"--config.data.manual_dir={tmp_path / 'manual'}",
+        ],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert time.monotonic() - start < 30
     assert result.returncode != 0
     assert os.path.join(str(tmp_path / "manual"), archive) in result.stderr
@@ -113,9 +144,108 @@ def test_prepares_an_unpaired_dataset_from_the_manual_zip(facades_config):
                 buffer = io.BytesIO()
                 Image.fromarray(pixels).save(buffer, format="PNG")
                 zf.writestr(f"horse2zebra/{split}/{i}.png", buffer.getvalue())
-    for (split, domain) in (("train", "A"), ("train", "B"), ("test", "B")):
+    for split, domain in (("train", "A"), ("train", "B"), ("test", "B")):
         source = sources.domain_source(config, split, domain)
         assert source.num_examples == counts[split + domain]
         example = source.read(1)
         assert set(example) == {domain}
         np.testing.assert_array_equal(example[domain], originals[split + domain, 1])
+
+
+def write_unpaired_folder(root, name: str, counts: dict[str, int], seed: int = 2) -> None:
+    """<root>/<name>/{trainA,...}/<i>.png, as the reference's zip extracts."""
+    rng = np.random.default_rng(seed)
+    for split, count in counts.items():
+        os.makedirs(os.path.join(root, name, split))
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                os.path.join(root, name, split, f"{i}.png")
+            )
+
+
+@pytest.fixture
+def project_builder(monkeypatch):
+    """Stands in for this project's builder: records the call, prepares nothing."""
+    calls = []
+
+    def prepared_builder(family, name, data_dir, manual_dir):
+        calls.append((family, name, data_dir, manual_dir))
+        return "project builder"
+
+    monkeypatch.setattr(tfds_builders, "prepared_builder", prepared_builder)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "name,level,reason",
+    [
+        ("horse2zebra", logging.INFO, "not prepared, no {data_dir}/cycle_gan/horse2zebra/"),
+        (
+            "ae_photos",
+            logging.WARNING,
+            'TFDS cannot build it: ValueError: Failed to construct dataset "cycle_gan"',
+        ),
+    ],
+)
+def test_unpaired_falls_back_to_this_projects_builder_and_says_why(
+    tmp_path, caplog, project_builder, name, level, reason
+):
+    data_dir = str(tmp_path / "tfds")
+    with caplog.at_level(logging.INFO, logger="i2i_jax"):
+        builder = tfds_builders.prepared_unpaired_builder(name, data_dir, "manual")
+    assert builder == "project builder"
+    assert project_builder == [(tfds_builders.UNPAIRED, name, data_dir, "manual")]
+    [record] = [r for r in caplog.records if r.name == "i2i_jax"]
+    assert record.levelno == level
+    message = record.getMessage()
+    assert message.startswith(
+        f"TFDS cycle_gan/{name} (data_dir {data_dir}) not used: " + reason.format(data_dir=data_dir)
+    )
+    assert message.endswith(f"falling back to this project's builder i2i_unpaired/{name}")
+    assert "\n" not in message
+
+
+def test_an_unexpected_failure_of_tfds_is_not_hidden(monkeypatch, project_builder):
+    def broken_builder(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(tfds, "builder", broken_builder)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        tfds_builders.prepared_unpaired_builder("horse2zebra", "", "")
+    assert not project_builder
+
+
+@pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
+def test_a_prepared_tfds_cycle_gan_is_used_if_it_allows_random_access(
+    tiny_cycle_config, tmp_path, monkeypatch, caplog, project_builder, file_format
+):
+    """TFDS's own cycle_gan/horse2zebra, prepared offline from a folder standing in for its
+    download: used as it is with array_record files; with tfrecord, not, and the log says so."""
+    counts = {"trainA": 3, "trainB": 2, "testA": 1, "testB": 1}
+    write_unpaired_folder(tmp_path / "extracted", "horse2zebra", counts)
+    data_dir = str(tmp_path / "tfds")
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            tfds.download.DownloadManager,
+            "download_and_extract",
+            lambda self, url: str(tmp_path / "extracted"),
+        )
+        tfds.builder(
+            "cycle_gan/horse2zebra", data_dir=data_dir, file_format=file_format
+        ).download_and_prepare()
+    with caplog.at_level(logging.INFO, logger="i2i_jax"):
+        builder = tfds_builders.prepared_unpaired_builder("horse2zebra", data_dir, "")
+    if file_format == "tfrecord":
+        assert builder == "project builder"
+        assert (
+            f"TFDS cycle_gan/horse2zebra (data_dir {data_dir}) not used: prepared as "
+            "tfrecord, but random access needs array_record"
+        ) in caplog.text
+        assert [r.levelno for r in caplog.records if r.name == "i2i_jax"] == [logging.WARNING]
+        return
+    assert builder.info.full_name == "cycle_gan/horse2zebra/3.0.0" and not project_builder
+    config = tiny_cycle_config
+    config.data.source, config.data.name, config.data.data_dir = "tfds", "horse2zebra", data_dir
+    source = sources.domain_source(config, "train", "A")
+    assert source.description.startswith("TFDS cycle_gan/horse2zebra/3.0.0 trainA")
+    assert source.num_examples == 3 and source.read(0)["A"].shape == (16, 16, 3)

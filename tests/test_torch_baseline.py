@@ -7,28 +7,44 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="the baseline's tests need PyTorch; install the optional extra: "
-    "pip install -e '.[torch]'")
+    "torch",
+    reason="the baseline's tests need PyTorch; install the optional extra: "
+    "pip install -e '.[torch]'",
+)
 
-import torch_reference  # noqa: E402  (needs torch)
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from i2i_jax import benchmark, config_defaults, parallel, tasks  # noqa: E402
+from i2i_jax import config as config_lib  # noqa: E402
+from i2i_jax import (  # noqa: E402
+    parallel,
+    step_timing,
+    tasks,
+    torch_iterations,
+)
+
+pytestmark = pytest.mark.slow
 
 # From REFERENCE.md: what the reference prints for its networks.
-REFERENCE_COUNTS = {("pix2pix", "G"): 54_413_955, ("pix2pix", "D"): 2_768_705,
-                    ("cycle_gan", "G_A"): 11_378_179, ("cycle_gan", "D_A"): 2_764_737}
+REFERENCE_COUNTS = {
+    ("pix2pix", "G"): 54_413_955,
+    ("pix2pix", "D"): 2_768_705,
+    ("cycle_gan", "G_A"): 11_378_179,
+    ("cycle_gan", "D_A"): 2_764_737,
+}
 
 
 def iteration(model: str, **options):
-    cls = (torch_reference.Pix2PixIteration if model == "pix2pix"
-           else torch_reference.CycleGANIteration)
+    cls = (
+        torch_iterations.Pix2PixIteration
+        if model == "pix2pix"
+        else torch_iterations.CycleGANIteration
+    )
     return cls(**options)
 
 
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
 def test_parameter_counts_equal_i2i_jax_and_the_reference(model):
-    config = config_defaults.pix2pix() if model == "pix2pix" else config_defaults.cyclegan()
+    config = config_lib.pix2pix() if model == "pix2pix" else config_lib.cyclegan()
     task = tasks.build_task(config, steps_per_epoch=1)
     shapes = jax.eval_shape(task.init_state, 0)
     baseline = iteration(model)
@@ -44,11 +60,12 @@ def test_parameter_counts_equal_i2i_jax_and_the_reference(model):
 def test_flops_per_iteration_match_xla_within_two_percent(model):
     """At the paper's sizes (256 px, batch 1), with the step as it runs here (the cpu forms
     recompute a few borders, within the 2 %)."""
-    config = config_defaults.pix2pix() if model == "pix2pix" else config_defaults.cyclegan()
+    config = config_lib.pix2pix() if model == "pix2pix" else config_lib.cyclegan()
     mesh = parallel.make_mesh(jax.devices()[:1])
-    task, state, batch = benchmark.train_step_inputs(config, mesh)
-    compiled, _, xla_flops = benchmark.compile_with_cost(
-        parallel.jit_train_step(task.train_step, mesh), state, batch)
+    task, state, batch = step_timing.train_step_inputs(config, mesh)
+    compiled, _, xla_flops = step_timing.compile_with_cost(
+        parallel.jit_train_step(task.train_step, mesh), state, batch
+    )
     del state, compiled
 
     baseline = iteration(model)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2i_jax import parallel, tasks, train, workdir_config
+from i2i_jax import parallel, tasks, train
 from i2i_jax.checkpointing import Checkpointer
+from i2i_jax.config import workdir as workdir_config
 
 
 def read_jsonl(path):
@@ -45,11 +46,16 @@ def test_a_run_writes_its_outputs_and_a_rerun_resumes(tiny_config, tmp_path):
     shutil.rmtree(os.path.join(workdir, "checkpoints", "8"))
     train.train_and_evaluate(tiny_config, workdir)
     assert [r["step"] for r in read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))] == [
-        0, 4, 8, 8]
+        0,
+        4,
+        8,
+        8,
+    ]
     resumed = latest_state(tiny_config, workdir)
     assert int(resumed.step) == int(finished.step) == 8
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                 resumed, finished)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), resumed, finished
+    )
 
     # More steps change the schedule: refused, naming the key, unless the change is allowed;
     # a bookkeeping key (how often to log) is no change.
@@ -66,12 +72,15 @@ def test_a_run_writes_its_outputs_and_a_rerun_resumes(tiny_config, tmp_path):
     assert int(latest_state(tiny_config, workdir).step) == 12
 
 
+@pytest.mark.slow
 def test_a_cyclegan_run_scores_both_directions(tiny_cycle_config, tmp_path):
     workdir = str(tmp_path / "cycle")
     _, results = train.train_and_evaluate(tiny_cycle_config, workdir)
-    expected = {"cycle_l1_A", "cycle_l1_B"} | {f"{metric}_{direction}" for metric in
-                                                ("l1", "psnr", "ssim")
-                                                for direction in ("AtoB", "BtoA")}
+    expected = {"cycle_l1_A", "cycle_l1_B"} | {
+        f"{metric}_{direction}"
+        for metric in ("l1", "psnr", "ssim")
+        for direction in ("AtoB", "BtoA")
+    }
     assert set(results) == expected
     records = read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))
     assert [r["step"] for r in records] == [0, 3, 6]
@@ -81,6 +90,7 @@ def test_a_cyclegan_run_scores_both_directions(tiny_cycle_config, tmp_path):
     assert int(restored.step) == 6 and int(restored.pools["fake_A"].count) == 3
 
 
+@pytest.mark.slow
 def test_profile_traces_steps_after_the_first(tiny_config, tmp_path):
     """`--profile`: an XPlane trace (what TensorBoard's profile plugin reads) of steady-state
     steps, each marked as a train step, without the compilation of the first."""
@@ -100,8 +110,22 @@ def test_profile_traces_steps_after_the_first(tiny_config, tmp_path):
             for event in line.events:
                 events.add(names[event.metadata_id])
                 if names[event.metadata_id] == "train":
-                    steps += [s.int64_value or s.uint64_value for s in event.stats
-                              if stats[s.metadata_id] == "step_num"]
+                    steps += [
+                        s.int64_value or s.uint64_value
+                        for s in event.stats
+                        if stats[s.metadata_id] == "step_num"
+                    ]
     assert sorted(steps) == [2, 3]
     assert any("Execute (jit_train_step)" in name for name in events)
     assert not any("HLO passes" in name for name in events)  # No compilation.
+
+
+@pytest.mark.slow
+def test_no_sample_images_evaluates_without_grids(tiny_config, tmp_path):
+    tiny_config.num_sample_images = 0
+    tiny_config.num_train_steps = tiny_config.eval_every_steps = 1
+    workdir = tmp_path / "run"
+    _, results = train.train_and_evaluate(tiny_config, str(workdir))
+    assert set(results) >= {"l1", "psnr", "ssim"}
+    assert [r["step"] for r in read_jsonl(workdir / "eval_metrics.jsonl")] == [0, 1]
+    assert not (workdir / "samples").exists()

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from i2i_jax import config_defaults, workdir_config
+from i2i_jax import config as config_lib
+from i2i_jax.config import workdir as workdir_config
 
 
 def saved(config) -> dict:
@@ -12,8 +13,8 @@ def saved(config) -> dict:
 
 
 def test_changes_name_nested_added_and_removed_keys_but_not_bookkeeping():
-    before = config_defaults.pix2pix()
-    after = config_defaults.pix2pix()
+    before = config_lib.pix2pix()
+    after = config_lib.pix2pix()
     after.data.name = "maps"
     after.lr = 1e-3
     after.eval_every_steps = 5  # Bookkeeping: how often, never what.
@@ -21,13 +22,16 @@ def test_changes_name_nested_added_and_removed_keys_but_not_bookkeeping():
     del old["seed"]  # A key the saved config did not have.
     old["retired_option"] = 1
     assert workdir_config.changes(old, after) == [
-        'data.name: "facades" -> "maps"', 'lr: 0.0002 -> 0.001',
-        'retired_option: 1 -> "(absent)"', 'seed: "(absent)" -> 0']
+        'data.name: "facades" -> "maps"',
+        "lr: 0.0002 -> 0.001",
+        'retired_option: 1 -> "(absent)"',
+        'seed: "(absent)" -> 0',
+    ]
 
 
 def test_only_a_resume_checks_and_an_allowed_change_keeps_the_old_file(tmp_path):
     workdir = str(tmp_path)
-    config = config_defaults.pix2pix()
+    config = config_lib.pix2pix()
     workdir_config.check_and_record(config, workdir, None, False, is_writer=True)
     config.ngf = 32
     # No checkpoint yet (a run that died before its first save): the new config is written.

@@ -6,12 +6,12 @@ Also a config file for the command line, as the multi-process tests run it:
 
 import ml_collections
 
-from i2i_jax import config_defaults
+from i2i_jax import config as config_lib
 
 
 def tiny_pix2pix_config() -> ml_collections.ConfigDict:
     """Pix2Pix at 32 px with a narrow 5-level U-Net: seconds per step on one core."""
-    c = config_defaults.pix2pix()
+    c = config_lib.pix2pix()
     c.data.source = "synthetic"
     c.data.synthetic_train_size = 16
     c.data.synthetic_test_size = 6
@@ -32,7 +32,7 @@ def tiny_pix2pix_config() -> ml_collections.ConfigDict:
 
 def tiny_cyclegan_config() -> ml_collections.ConfigDict:
     """CycleGAN at 32 px with a 2-block, 8-filter ResNet: about a second per step."""
-    c = config_defaults.cyclegan()
+    c = config_lib.cyclegan()
     c.data.source = "synthetic"
     c.data.synthetic_train_size = 12
     c.data.synthetic_test_size = 6

@@ -11,16 +11,50 @@ real dataset. As in `facades`, A is the photo and B the label map: labels -> pho
 import numpy as np
 
 # CMP Facade classes, coloured as in the pix2pix `facades` label images (a jet colour map).
-CLASSES = ("background", "facade", "window", "door", "cornice", "sill", "balcony", "blind",
-           "deco", "molding", "pillar", "shop")
-PALETTE = np.array([
-    (0, 0, 170), (0, 0, 255), (0, 85, 255), (0, 170, 255), (0, 255, 255), (85, 255, 170),
-    (170, 255, 85), (255, 255, 0), (255, 170, 0), (255, 85, 0), (255, 0, 0), (170, 0, 0)],
-    dtype=np.uint8)
+CLASSES = (
+    "background",
+    "facade",
+    "window",
+    "door",
+    "cornice",
+    "sill",
+    "balcony",
+    "blind",
+    "deco",
+    "molding",
+    "pillar",
+    "shop",
+)
+PALETTE = np.array(
+    [
+        (0, 0, 170),
+        (0, 0, 255),
+        (0, 85, 255),
+        (0, 170, 255),
+        (0, 255, 255),
+        (85, 255, 170),
+        (170, 255, 85),
+        (255, 255, 0),
+        (255, 170, 0),
+        (255, 85, 0),
+        (255, 0, 0),
+        (170, 0, 0),
+    ],
+    dtype=np.uint8,
+)
 _ID = {name: i for i, name in enumerate(CLASSES)}
 
-WALL_COLOURS = np.array([(205, 185, 150), (165, 85, 60), (150, 150, 150), (228, 222, 210),
-                         (215, 182, 110), (200, 150, 140)], dtype=np.float32)
+WALL_COLOURS = np.array(
+    [
+        (205, 185, 150),
+        (165, 85, 60),
+        (150, 150, 150),
+        (228, 222, 210),
+        (215, 182, 110),
+        (200, 150, 140),
+    ],
+    dtype=np.float32,
+)
 BLIND_COLOURS = np.array([(70, 115, 70), (125, 85, 50), (222, 222, 210)], dtype=np.float32)
 
 STYLES = ("day", "night")
@@ -38,14 +72,14 @@ class _Canvas:
         self.labels = np.full((size, size), _ID["facade"], np.uint8)
 
     def px(self, fraction: float) -> int:
-        return int(round(fraction * self.size))
+        return round(fraction * self.size)
 
     def rect(self, top: float, left: float, height: float, width: float, cls: str) -> None:
         """Fill a rectangle; any non-empty extent is at least one pixel thick."""
         y0, x0 = self.px(top), self.px(left)
         y1 = max(y0 + 1, self.px(top + height)) if height > 0 else y0
         x1 = max(x0 + 1, self.px(left + width)) if width > 0 else x0
-        self.labels[max(y0, 0):min(y1, self.size), max(x0, 0):min(x1, self.size)] = _ID[cls]
+        self.labels[max(y0, 0) : min(y1, self.size), max(x0, 0) : min(x1, self.size)] = _ID[cls]
 
 
 def _layout(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
@@ -75,26 +109,38 @@ def _layout(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
         for b in range(n_bays):
             left, wtop = b * bay_w + (bay_w - win_w) / 2, floor_top + 0.2 * floor_h
             if deco:
-                canvas.rect(wtop - 0.07 * floor_h, left - 0.05 * win_w, 0.05 * floor_h,
-                            win_w * 1.1, "deco")
+                canvas.rect(
+                    wtop - 0.07 * floor_h, left - 0.05 * win_w, 0.05 * floor_h, win_w * 1.1, "deco"
+                )
             canvas.rect(wtop, left, win_h, win_w, "window")
             if blinds and rng.random() < 0.7:
                 canvas.rect(wtop, left, win_h * rng.uniform(0.25, 0.6), win_w, "blind")
             canvas.rect(wtop + win_h, left - 0.07 * win_w, 0.06 * floor_h, win_w * 1.14, "sill")
             if balcony:
-                canvas.rect(wtop + 0.62 * win_h, left - 0.15 * win_w, 0.45 * win_h, 1.3 * win_w,
-                            "balcony")
+                canvas.rect(
+                    wtop + 0.62 * win_h, left - 0.15 * win_w, 0.45 * win_h, 1.3 * win_w, "balcony"
+                )
 
     ground_top = 1 - ground
     canvas.rect(ground_top, 0, 0.02, 1, "molding")
     door_bay = int(rng.integers(n_bays))
     for b in range(n_bays):
         if b == door_bay:
-            canvas.rect(ground_top + 0.2 * ground, b * bay_w + 0.25 * bay_w, 0.8 * ground,
-                        0.5 * bay_w, "door")
+            canvas.rect(
+                ground_top + 0.2 * ground,
+                b * bay_w + 0.25 * bay_w,
+                0.8 * ground,
+                0.5 * bay_w,
+                "door",
+            )
         elif rng.random() < 0.7:
-            canvas.rect(ground_top + 0.15 * ground, b * bay_w + 0.1 * bay_w, 0.75 * ground,
-                        0.8 * bay_w, "shop")
+            canvas.rect(
+                ground_top + 0.15 * ground,
+                b * bay_w + 0.1 * bay_w,
+                0.75 * ground,
+                0.8 * bay_w,
+                "shop",
+            )
     return canvas.labels, (3 * n_floors + n_bays) % len(WALL_COLOURS)
 
 
@@ -128,8 +174,9 @@ def _night(photo: np.ndarray, is_: dict[str, np.ndarray], rows: np.ndarray) -> n
     return night
 
 
-def _render_photo(rng: np.random.Generator, labels: np.ndarray, material: int,
-                  style: str) -> np.ndarray:
+def _render_photo(
+    rng: np.random.Generator, labels: np.ndarray, material: int, style: str
+) -> np.ndarray:
     """Renders the labels; every random draw is made whatever the style, so the day and night
     photos of one seed show the same building in the same colours."""
     size = labels.shape[0]
@@ -196,8 +243,9 @@ def split_seeds(split: str, num_examples: int, style: str = "day") -> range:
     return range(start, start + num_examples)
 
 
-def render_split(split: str, num_examples: int, size: int,
-                 style: str = "day") -> tuple[np.ndarray, np.ndarray]:
+def render_split(
+    split: str, num_examples: int, size: int, style: str = "day"
+) -> tuple[np.ndarray, np.ndarray]:
     """All buildings of a split as (photos, label maps), uint8 [N, size, size, 3] each."""
     pairs = [render_facade(seed, size, style) for seed in split_seeds(split, num_examples, style)]
     return np.stack([p for p, _ in pairs]), np.stack([lab for _, lab in pairs])

@@ -6,6 +6,7 @@ neither that nor the network is there, preparation fails at once, naming the fil
 """
 
 import dataclasses
+import logging
 import os
 import socket
 import urllib.parse
@@ -14,8 +15,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from i2i_jax.data.sources import list_images
-from i2i_jax.errors import NotFoundError
+from i2i_jax.data.files import list_images
+from i2i_jax.errors import NotFoundError, first_line
+
+log = logging.getLogger("i2i_jax")
 
 DEFAULT_MANUAL_DIR = os.path.join("~", "tensorflow_datasets", "downloads", "manual")
 NETWORK_PROBE_TIMEOUT_S = 3.0
@@ -36,14 +39,29 @@ class ArchiveFamily:
 
 PAIRED = ArchiveFamily(
     names=("facades", "maps", "cityscapes", "edges2shoes", "edges2handbags", "night2day"),
-    url="http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{name}.tar.gz", suffix=".tar.gz",
-    splits=("train", "val", "test"))
+    url="http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{name}.tar.gz",
+    suffix=".tar.gz",
+    splits=("train", "val", "test"),
+)
 UNPAIRED = ArchiveFamily(
-    names=("horse2zebra", "apple2orange", "summer2winter_yosemite", "monet2photo",
-           "cezanne2photo", "ukiyoe2photo", "vangogh2photo", "maps", "cityscapes", "facades",
-           "iphone2dslr_flower", "ae_photos"),
-    url="http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{name}.zip", suffix=".zip",
-    splits=("trainA", "trainB", "testA", "testB"))
+    names=(
+        "horse2zebra",
+        "apple2orange",
+        "summer2winter_yosemite",
+        "monet2photo",
+        "cezanne2photo",
+        "ukiyoe2photo",
+        "vangogh2photo",
+        "maps",
+        "cityscapes",
+        "facades",
+        "iphone2dslr_flower",
+        "ae_photos",
+    ),
+    url="http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{name}.zip",
+    suffix=".zip",
+    splits=("trainA", "trainB", "testA", "testB"),
+)
 
 
 class DatasetUnavailableError(NotFoundError):
@@ -51,11 +69,13 @@ class DatasetUnavailableError(NotFoundError):
 
 
 def manual_instructions(family: ArchiveFamily, name: str, manual_dir: str) -> str:
-    return (f"Fetch {family.archive_url(name)} on a machine with internet access and put it at "
-            f"{os.path.join(manual_dir, name + family.suffix)} (or extract it there so that "
-            f"{os.path.join(manual_dir, name, family.splits[0])} exists), then run again. To "
-            f"skip TFDS, extract it anywhere and use --config.data.source=folder "
-            f"--config.data.dataroot=/path/to/{name}.")
+    return (
+        f"Fetch {family.archive_url(name)} on a machine with internet access and put it at "
+        f"{os.path.join(manual_dir, name + family.suffix)} (or extract it there so that "
+        f"{os.path.join(manual_dir, name, family.splits[0])} exists), then run again. To "
+        f"skip TFDS, extract it anywhere and use --config.data.source=folder "
+        f"--config.data.dataroot=/path/to/{name}."
+    )
 
 
 def local_copy(family: ArchiveFamily, manual_dir: str, name: str) -> str | None:
@@ -89,14 +109,18 @@ class _ArchiveSplits:
         except AssertionError:  # TFDS's way of saying the manual dir is missing or empty.
             found = None
         if found is None:
-            root = os.path.join(dl_manager.download_and_extract(self.FAMILY.archive_url(name)),
-                                name)
+            root = os.path.join(
+                dl_manager.download_and_extract(self.FAMILY.archive_url(name)), name
+            )
         elif found.endswith(self.FAMILY.suffix):
             root = os.path.join(dl_manager.extract(found), name)
         else:
             root = found
-        return {split: self._generate_examples(os.path.join(root, split))
-                for split in self.FAMILY.splits if os.path.isdir(os.path.join(root, split))}
+        return {
+            split: self._generate_examples(os.path.join(root, split))
+            for split in self.FAMILY.splits
+            if os.path.isdir(os.path.join(root, split))
+        }
 
     def _generate_examples(self, directory: str):
         """The images of a split folder in name order (the same files a folder source reads)."""
@@ -118,18 +142,21 @@ class I2iPaired(_ArchiveSplits, tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image_a": tfds.features.Image(shape=(None, None, 3)),
-                "image_b": tfds.features.Image(shape=(None, None, 3)),
-                "file_name": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image_a": tfds.features.Image(shape=(None, None, 3)),
+                    "image_b": tfds.features.Image(shape=(None, None, 3)),
+                    "file_name": tfds.features.Text(),
+                }
+            ),
             disable_shuffling=True,  # Index i is the i-th file by name, as in a folder source.
-            homepage="https://phillipi.github.io/pix2pix/")
+            homepage="https://phillipi.github.io/pix2pix/",
+        )
 
     @staticmethod
     def _features_of(pixels: np.ndarray) -> dict[str, np.ndarray]:
         half = pixels.shape[1] // 2
-        return {"image_a": pixels[:, :half], "image_b": pixels[:, half:2 * half]}
+        return {"image_a": pixels[:, :half], "image_b": pixels[:, half : 2 * half]}
 
 
 class I2iUnpaired(_ArchiveSplits, tfds.core.GeneratorBasedBuilder):
@@ -141,16 +168,20 @@ class I2iUnpaired(_ArchiveSplits, tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in UNPAIRED.names]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        f"Put <name>{UNPAIRED.suffix} from {UNPAIRED.url} in the manual dir.")
+        f"Put <name>{UNPAIRED.suffix} from {UNPAIRED.url} in the manual dir."
+    )
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "file_name": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3)),
+                    "file_name": tfds.features.Text(),
+                }
+            ),
             disable_shuffling=True,
-            homepage="https://junyanz.github.io/CycleGAN/")
+            homepage="https://junyanz.github.io/CycleGAN/",
+        )
 
     @staticmethod
     def _features_of(pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -160,13 +191,13 @@ class I2iUnpaired(_ArchiveSplits, tfds.core.GeneratorBasedBuilder):
 BUILDERS = {PAIRED: I2iPaired, UNPAIRED: I2iUnpaired}
 
 
-def prepared_builder(family: ArchiveFamily, name: str, data_dir: str,
-                     manual_dir: str) -> tfds.core.DatasetBuilder:
+def prepared_builder(
+    family: ArchiveFamily, name: str, data_dir: str, manual_dir: str
+) -> tfds.core.DatasetBuilder:
     """The builder for `name`, prepared from the manual dir or the network if it is not yet."""
     if name not in family.names:
         raise ValueError(f"data.name={name!r} is not one of {family.names}")
-    builder = BUILDERS[family](config=name, data_dir=data_dir or None,
-                               file_format="array_record")
+    builder = BUILDERS[family](config=name, data_dir=data_dir or None, file_format="array_record")
     if builder.is_prepared():
         return builder
     manual_dir = os.path.expanduser(manual_dir or DEFAULT_MANUAL_DIR)
@@ -174,20 +205,58 @@ def prepared_builder(family: ArchiveFamily, name: str, data_dir: str,
         raise DatasetUnavailableError(
             f"Dataset {name!r} is not prepared in {builder.data_dir}, not in the manual dir "
             f"{manual_dir}, and {family.archive_url(name)} cannot be reached (offline?). "
-            + manual_instructions(family, name, manual_dir))
+            + manual_instructions(family, name, manual_dir)
+        )
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
     return builder
 
 
-def prepared_unpaired_builder(name: str, data_dir: str,
-                              manual_dir: str) -> tfds.core.DatasetBuilder:
-    """TFDS's own `cycle_gan/<name>` if it is already prepared (random access needs its
-    array_record files), else this project's builder of the same data."""
+def official_unpaired_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder | None:
+    """TFDS's own `cycle_gan/<name>` if it is prepared in `data_dir` as array_record (random
+    access needs it), else None, having logged why it is not used.
+
+    A dataset that is simply not prepared there is the usual case (info); one TFDS cannot
+    build (a name `cycle_gan` lacks, such as ae_photos, or no `cycle_gan` in this TFDS) or one
+    prepared in another file format is a warning. Any other error propagates.
+    """
+    official_name = f"cycle_gan/{name}"
+    where = data_dir or "TFDS's default"
     try:
-        official = tfds.builder(f"cycle_gan/{name}", data_dir=data_dir or None)
-        if official.is_prepared() and "array_record" in str(official.info.file_format):
+        official = tfds.builder(official_name, data_dir=data_dir or None)
+    except ValueError as error:  # tfds.core.DatasetNotFoundError, or a config it lacks.
+        level, reason = logging.WARNING, f"TFDS cannot build it: {first_line(error)}"
+    else:
+        file_format = official.info.file_format  # A FileFormat enum, or None.
+        file_format = getattr(file_format, "value", file_format)
+        if not official.is_prepared():
+            level, reason = logging.INFO, f"not prepared, no {official.data_dir}"
+        elif file_format != "array_record":
+            level, reason = (
+                logging.WARNING,
+                (f"prepared as {file_format}, but random access needs array_record"),
+            )
+        else:
             return official
-    except Exception:  # noqa: BLE001 - any failure means: not usable here, fall back.
-        pass
+    log.log(
+        level,
+        "TFDS %s (data_dir %s) not used: %s; falling back to this project's builder %s/%s",
+        official_name,
+        where,
+        reason,
+        I2iUnpaired.name,
+        name,
+    )
+    return None
+
+
+def prepared_unpaired_builder(
+    name: str, data_dir: str, manual_dir: str
+) -> tfds.core.DatasetBuilder:
+    """TFDS's own `cycle_gan/<name>` if it is already prepared (`official_unpaired_builder`),
+    else this project's builder of the same data."""
+    official = official_unpaired_builder(name, data_dir)
+    if official is not None:
+        return official
     return prepared_builder(UNPAIRED, name, data_dir, manual_dir)

@@ -22,10 +22,19 @@ log = logging.getLogger("i2i_jax")
 
 # PIL modes that are converted on reading (decoded to 8-bit RGB, then to the configured
 # channel count), with the words a notice uses for them.
-_CONVERTED_MODES = {"1": "1-bit", "L": "grayscale", "LA": "grayscale with alpha",
-                    "I;16": "16-bit", "I;16B": "16-bit", "I": "32-bit", "P": "palette",
-                    "PA": "palette with alpha", "RGBA": "RGBA (alpha dropped)",
-                    "CMYK": "CMYK", "YCbCr": "YCbCr"}
+_CONVERTED_MODES = {
+    "1": "1-bit",
+    "L": "grayscale",
+    "LA": "grayscale with alpha",
+    "I;16": "16-bit",
+    "I;16B": "16-bit",
+    "I": "32-bit",
+    "P": "palette",
+    "PA": "palette with alpha",
+    "RGBA": "RGBA (alpha dropped)",
+    "CMYK": "CMYK",
+    "YCbCr": "YCbCr",
+}
 _SCAN_VERSION = 1  # Bump when the rules change, so that old cached verdicts are not reused.
 
 
@@ -58,8 +67,11 @@ def check_image(path: str, side_by_side: bool, min_side: int) -> tuple[str | Non
     image_width = width // 2 if side_by_side else width
     if min(image_width, height) < min_side:
         what = "each half is" if side_by_side else "it is"
-        return (f"{what} {image_width}x{height}, smaller than the {min_side}x{min_side} crop "
-                "(preprocess=crop does not resize)", mode)
+        return (
+            f"{what} {image_width}x{height}, smaller than the {min_side}x{min_side} crop "
+            "(preprocess=crop does not resize)",
+            mode,
+        )
     return None, mode
 
 
@@ -97,38 +109,55 @@ def scan(files: list[str], side_by_side: bool, min_side: int) -> dict:
     return result
 
 
-def usable_files(files: list[str], directory: str, config, side_by_side: bool) -> list[str]:
-    """The files of `directory` to train on, per `config.data.on_bad_image`: `error` stops
-    with every bad file and why; `skip` leaves them out and says which."""
-    bad = find_bad(files, directory, config, side_by_side)
+def usable_files(
+    files: list[str], directory: str, *, side_by_side: bool, min_side: int, on_bad_image: str
+) -> list[str]:
+    """The files of `directory` to train on, per the `on_bad_image` policy
+    (`config.data.on_bad_image`): `error` stops with every bad file and why; `skip` leaves them
+    out and says which. `side_by_side` and `min_side` are as for `check_image`."""
+    bad = find_bad(files, directory, side_by_side=side_by_side, min_side=min_side)
     if bad:
-        report_bad(bad, len(files), directory, config)
+        report_bad(bad, len(files), directory, on_bad_image=on_bad_image)
     return [f for f in files if f not in bad]
 
 
-def find_bad(files: list[str], directory: str, config, side_by_side: bool) -> dict[str, str]:
-    """{file: why} for the files of `directory` that cannot be trained on; logs a notice of
-    the ones that will be converted."""
-    min_side = config.crop_size if config.preprocess == "crop" else 1
+def find_bad(
+    files: list[str], directory: str, *, side_by_side: bool, min_side: int
+) -> dict[str, str]:
+    """{file: why} for the files of `directory` that cannot be trained on (see `check_image`;
+    `min_side` is the crop size with `preprocess=crop`, else 1); logs a notice of the ones that
+    will be converted."""
     result = scan(files, side_by_side, min_side)
     converted = {mode: n for mode, n in result["modes"].items() if mode in _CONVERTED_MODES}
     if converted:
         kinds = sorted(f"{n} {_CONVERTED_MODES[m]}" for m, n in converted.items())
-        log.info("%s: converting %s image(s) to RGB, then to the configured channels",
-                 directory, ", ".join(kinds))
+        log.info(
+            "%s: converting %s image(s) to RGB, then to the configured channels",
+            directory,
+            ", ".join(kinds),
+        )
     return result["bad"]
 
 
-def report_bad(bad: dict[str, str], total: int, directory: str, config) -> None:
-    """Stops on files that cannot be trained on (`data.on_bad_image=error`), listing each and
-    why, or logs them (`skip`); stops either way when none of the `total` is usable."""
+def report_bad(bad: dict[str, str], total: int, directory: str, *, on_bad_image: str) -> None:
+    """Stops on files that cannot be trained on (`on_bad_image="error"`), listing each and
+    why, or logs them (`"skip"`); stops either way when none of the `total` is usable."""
     listing = "\n".join(f"  {path}: {why}" for path, why in sorted(bad.items()))
-    if config.data.on_bad_image != "skip":
-        raise DataError(f"{directory}: {len(bad)} of {total} images cannot be trained on:\n"
-                        f"{listing}\nFix: repair or remove these files, or pass "
-                        "--config.data.on_bad_image=skip to train without them")
+    if on_bad_image != "skip":
+        raise DataError(
+            f"{directory}: {len(bad)} of {total} images cannot be trained on:\n"
+            f"{listing}\nFix: repair or remove these files, or pass "
+            "--config.data.on_bad_image=skip to train without them"
+        )
     if len(bad) == total:
-        raise DataError(f"{directory}: none of its {total} images can be trained on:\n"
-                        f"{listing}\nFix: repair or replace these files")
-    log.warning("%s: skipping %d of %d images that cannot be trained on:\n%s", directory,
-                len(bad), total, listing)
+        raise DataError(
+            f"{directory}: none of its {total} images can be trained on:\n"
+            f"{listing}\nFix: repair or replace these files"
+        )
+    log.warning(
+        "%s: skipping %d of %d images that cannot be trained on:\n%s",
+        directory,
+        len(bad),
+        total,
+        listing,
+    )

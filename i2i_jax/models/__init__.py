@@ -1,15 +1,21 @@
 """Maps config names (the reference's `netG`, `netD`, `norm`, ...) to linen modules."""
 
-import re
-
 import jax.numpy as jnp
 
+from i2i_jax.generator_names import GENERATORS, parse_generator_name
 from i2i_jax.models.patchgan import NLayerDiscriminator, PixelDiscriminator
 from i2i_jax.models.resnet import ResnetGenerator
 from i2i_jax.models.unet import UNetGenerator
 
-GENERATORS = ("unet_256", "unet_128", "unet_<2**k>", "resnet_9blocks", "resnet_6blocks",
-              "resnet_<n>blocks")
+__all__ = [
+    "DISCRIMINATORS",
+    "GENERATORS",
+    "build_discriminator",
+    "build_generator",
+    "compute_dtype",
+    "input_size_rule",
+]
+
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
 
 
@@ -20,36 +26,45 @@ def compute_dtype(config):
 def _common(config, batch_axis: str | None) -> dict:
     """`batch_axis`: the mesh axis the train step splits the global batch along, which batch norm
     and dropout need to act on the global batch (None: a module for single-array use)."""
-    return dict(norm=config.norm, init_type=config.init_type, init_gain=config.init_gain,
-                sync_batch_stats=config.sync_batch_stats, batch_axis=batch_axis,
-                dtype=compute_dtype(config), conv_lowering=config.get("conv_lowering", "auto"))
+    return dict(
+        norm=config.norm,
+        init_type=config.init_type,
+        init_gain=config.init_gain,
+        sync_batch_stats=config.sync_batch_stats,
+        batch_axis=batch_axis,
+        dtype=compute_dtype(config),
+        conv_lowering=config.get("conv_lowering", "auto"),
+    )
 
 
 def build_generator(config, batch_axis: str | None = None):
     """`unet_<size>`: a U-Net with log2(size) downsamplings (unet_256 has 8, unet_128 has 7);
     `resnet_<n>blocks`: the ResNet generator with n residual blocks."""
     common = _common(config, batch_axis)
-    if match := re.fullmatch(r"unet_(\d+)", config.netG):
-        size = int(match.group(1))
-        if size >= 4 and not size & (size - 1):
-            return UNetGenerator(output_nc=config.output_nc, num_downs=size.bit_length() - 1,
-                                 ngf=config.ngf, use_dropout=not config.no_dropout, **common)
-    if match := re.fullmatch(r"resnet_(\d+)blocks", config.netG):
-        return ResnetGenerator(output_nc=config.output_nc, ngf=config.ngf,
-                               n_blocks=int(match.group(1)), use_dropout=not config.no_dropout,
-                               **common)
-    raise ValueError(f"netG={config.netG!r} is not one of {GENERATORS} (unet sizes are powers of "
-                     f"two >= 4)")
+    name = parse_generator_name(config.netG)
+    if name.kind == "unet":
+        return UNetGenerator(
+            output_nc=config.output_nc,
+            num_downs=name.num_downs,
+            ngf=config.ngf,
+            use_dropout=not config.no_dropout,
+            **common,
+        )
+    return ResnetGenerator(
+        output_nc=config.output_nc,
+        ngf=config.ngf,
+        n_blocks=name.n_blocks,
+        use_dropout=not config.no_dropout,
+        **common,
+    )
 
 
 def input_size_rule(config) -> tuple[int, int]:
     """(multiple, minimum) of the heights and widths the generator accepts: a U-Net halves them
     once per level; the ResNet generator halves them twice and reflection-pads its innermost
     features by 1, which needs at least 2 pixels there."""
-    generator = build_generator(config)
-    if isinstance(generator, UNetGenerator):
-        return 2**generator.num_downs, 2**generator.num_downs
-    return 4, 8
+    name = parse_generator_name(config.netG)
+    return (name.size, name.size) if name.kind == "unet" else (4, 8)
 
 
 def build_discriminator(config, batch_axis: str | None = None):

@@ -43,8 +43,9 @@ class ResnetGenerator(layers.ConvNet):
     @nn.compact
     def __call__(self, x, train: bool):
         if x.shape[1] % 4 or x.shape[2] % 4:
-            raise ValueError(f"the ResNet generator needs height and width divisible by 4; "
-                             f"got {x.shape[1:3]}")
+            raise ValueError(
+                f"the ResNet generator needs height and width divisible by 4; got {x.shape[1:3]}"
+            )
         bias = self.inner_conv_bias()
 
         def norm_relu(h):
@@ -55,10 +56,17 @@ class ResnetGenerator(layers.ConvNet):
         for i in range(2):
             h = norm_relu(self.conv(self.ngf * 2 ** (i + 1), 3, 2, 1, bias, f"downsample{i}")(h))
         for i in range(self.n_blocks):
-            h = ResnetBlock(norm=self.norm, init_type=self.init_type, init_gain=self.init_gain,
-                            sync_batch_stats=self.sync_batch_stats, batch_axis=self.batch_axis,
-                            dtype=self.dtype, conv_lowering=self.conv_lowering,
-                            use_dropout=self.use_dropout, name=f"block{i}")(h, train)
+            h = ResnetBlock(
+                norm=self.norm,
+                init_type=self.init_type,
+                init_gain=self.init_gain,
+                sync_batch_stats=self.sync_batch_stats,
+                batch_axis=self.batch_axis,
+                dtype=self.dtype,
+                conv_lowering=self.conv_lowering,
+                use_dropout=self.use_dropout,
+                name=f"block{i}",
+            )(h, train)
         for i in range(2):
             h = norm_relu(self.up_conv3(self.ngf * 2 ** (1 - i), bias, f"upsample{i}")(h))
         h = self.conv(self.output_nc, 7, 1, 0, True, "out")(reflect_pad(h, 3))

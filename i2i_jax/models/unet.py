@@ -27,8 +27,10 @@ class UNetGenerator(layers.ConvNet):
         if self.num_downs < 2:
             raise ValueError(f"a U-Net needs num_downs >= 2, got {self.num_downs}")
         if x.shape[1] % 2**self.num_downs or x.shape[2] % 2**self.num_downs:
-            raise ValueError(f"U-Net with {self.num_downs} downsamplings needs height and width "
-                             f"divisible by {2 ** self.num_downs}; got {x.shape[1:3]}")
+            raise ValueError(
+                f"U-Net with {self.num_downs} downsamplings needs height and width "
+                f"divisible by {2**self.num_downs}; got {x.shape[1:3]}"
+            )
         inner_bias = self.inner_conv_bias()
         widths = [self.ngf * min(2**i, 8) for i in range(self.num_downs)]
         innermost = self.num_downs - 1

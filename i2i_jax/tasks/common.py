@@ -1,5 +1,7 @@
 """Helpers every task uses to run a network and apply its optimizer."""
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -12,6 +14,15 @@ TEST_MODES = ("train_like", "eval")
 # What the backward pass keeps from a training forward pass: everything (`none`), or only
 # each convolution's output, recomputing norms, activations, dropout and padding from it.
 REMATS = ("none", "conv_outputs")
+
+
+class Generator(NamedTuple):
+    """One translation direction of a task: the network's name in the state, its module, and
+    the channels of the images it takes."""
+
+    name: str
+    module: Any
+    input_channels: int
 
 
 class GanTask:
@@ -29,22 +40,30 @@ class GanTask:
         self.lr_schedule = optim.learning_rate_schedule(config, steps_per_epoch)
         self.tx = optim.adam(config, steps_per_epoch)
 
-    def generators(self) -> dict:
-        """Translation direction -> (the network's name in the state, its module)."""
-        return {"AtoB": ("G", self.generator)}
+    def generators(self) -> dict[str, Generator]:
+        """Translation direction -> its generator."""
+        return {"AtoB": Generator("G", self.generator, self.config.input_nc)}
 
     def train_forward(self, module, params, batch_stats, inputs, dropout_key=None):
         """A network in training mode, rematerialised per `config.remat` (configs written
         before it existed have none)."""
-        return apply_net(module, params, batch_stats, inputs, train=True,
-                         dropout_key=dropout_key, remat=self.config.get("remat", "none"))
+        return apply_net(
+            module,
+            params,
+            batch_stats,
+            inputs,
+            train=True,
+            dropout_key=dropout_key,
+            remat=self.config.get("remat", "none"),
+        )
 
 
 def sample_row(*images: jax.Array) -> jax.Array:
     """uint8 images side by side (e.g. input | output | target) as RGB: their first 3
     channels, a 1-channel image as gray."""
-    return jnp.concatenate([jnp.broadcast_to(image[..., :3], image.shape[:-1] + (3,))
-                            for image in images], axis=2)
+    return jnp.concatenate(
+        [jnp.broadcast_to(image[..., :3], (*image.shape[:-1], 3)) for image in images], axis=2
+    )
 
 
 def to_model_range(images_uint8: jax.Array) -> jax.Array:
@@ -56,16 +75,19 @@ def to_uint8(images: jax.Array) -> jax.Array:
     return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-def init_net(module, tx: optax.GradientTransformation, key: jax.Array,
-             sample_input: jax.Array) -> NetState:
+def init_net(
+    module, tx: optax.GradientTransformation, key: jax.Array, sample_input: jax.Array
+) -> NetState:
     variables = module.init({"params": key}, sample_input, train=False)
     params = variables["params"]
-    return NetState(params=params, batch_stats=variables.get("batch_stats", {}),
-                    opt_state=tx.init(params))
+    return NetState(
+        params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params)
+    )
 
 
-def apply_net(module, params, batch_stats, inputs, train: bool, dropout_key=None,
-              remat: str = "none"):
+def apply_net(
+    module, params, batch_stats, inputs, train: bool, dropout_key=None, remat: str = "none"
+):
     """Runs a network; returns its output and its (possibly updated) batch statistics.
     `remat` (one of REMATS) trades memory for recomputation in the backward pass."""
     if remat not in REMATS:
@@ -81,22 +103,28 @@ def apply_net(module, params, batch_stats, inputs, train: bool, dropout_key=None
 
     if remat == "conv_outputs":
         forward = jax.checkpoint(
-            forward, policy=jax.checkpoint_policies.save_only_these_names(layers.CONV_OUTPUT))
+            forward, policy=jax.checkpoint_policies.save_only_these_names(layers.CONV_OUTPUT)
+        )
     if not mutable:
         return forward(variables, inputs, rngs), batch_stats
     outputs, updates = forward(variables, inputs, rngs)
     return outputs, updates["batch_stats"]
 
 
-def apply_gradients(tx: optax.GradientTransformation, net: NetState, grads,
-                    batch_stats) -> NetState:
+def apply_gradients(
+    tx: optax.GradientTransformation, net: NetState, grads, batch_stats
+) -> NetState:
     updates, opt_state = tx.update(grads, net.opt_state, net.params)
-    return NetState(params=optax.apply_updates(net.params, updates), batch_stats=batch_stats,
-                    opt_state=opt_state)
+    return NetState(
+        params=optax.apply_updates(net.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
 
 
-def translate(module, net: NetState, images: jax.Array, eval_mode: str, key: jax.Array,
-              example_ids: jax.Array) -> jax.Array:
+def translate(
+    module, net: NetState, images: jax.Array, eval_mode: str, key: jax.Array, example_ids: jax.Array
+) -> jax.Array:
     """A generator at test time, in one of two explicit modes.
 
     `train_like` is the paper's (and the reference's test.py without --eval): dropout on and
@@ -110,26 +138,37 @@ def translate(module, net: NetState, images: jax.Array, eval_mode: str, key: jax
         raise ValueError(f"eval_mode={eval_mode!r} is not one of {TEST_MODES}")
 
     def one_image(image, example_id):
-        output, _ = apply_net(module, net.params, net.batch_stats, image[None], train=True,
-                              dropout_key=jax.random.fold_in(key, example_id))
+        output, _ = apply_net(
+            module,
+            net.params,
+            net.batch_stats,
+            image[None],
+            train=True,
+            dropout_key=jax.random.fold_in(key, example_id),
+        )
         return output[0]
 
     return jax.vmap(one_image)(images, example_ids)
 
 
-def discriminator_loss(discriminate, batch_stats, real, fake, config, gp_key, fake_first: bool):
+def discriminator_loss(
+    discriminate, batch_stats, real, fake, gan_mode: str, lambda_gp: float, gp_key, fake_first: bool
+):
     """The reference's D objective: 1/2 [GAN(D(real), real) + GAN(D(fake), fake)], plus the
-    gradient penalty for `wgangp`. `discriminate(stats, images) -> (logits, stats)` closes over
-    the parameters being differentiated; the order of the two passes only matters for batch
-    norm's running statistics (Pix2Pix runs the fake first, CycleGAN the real)."""
+    gradient penalty (weight `lambda_gp`) for `wgangp`. `discriminate(stats, images) ->
+    (logits, stats)` closes over the parameters being differentiated; the order of the two
+    passes only matters for batch norm's running statistics (Pix2Pix runs the fake first,
+    CycleGAN the real)."""
     passes = {}
     stats = batch_stats
-    for name, images in (("fake", fake), ("real", real)) if fake_first else (
-            ("real", real), ("fake", fake)):
+    for name, images in (
+        (("fake", fake), ("real", real)) if fake_first else (("real", real), ("fake", fake))
+    ):
         logits, stats = discriminate(stats, images)
-        passes[name] = losses.gan_loss(logits, name == "real", config.gan_mode)
+        passes[name] = losses.gan_loss(logits, name == "real", gan_mode)
     total = 0.5 * (passes["real"] + passes["fake"])
-    if config.gan_mode == "wgangp":
-        total += losses.gradient_penalty(lambda x: discriminate(stats, x)[0], real, fake,
-                                         gp_key, config.lambda_gp)
+    if gan_mode == "wgangp":
+        total += losses.gradient_penalty(
+            lambda x: discriminate(stats, x)[0], real, fake, gp_key, lambda_gp
+        )
     return total, (stats, passes["real"], passes["fake"])

@@ -28,15 +28,20 @@ class Pix2Pix(GanTask):
         g_key, d_key = jax.random.split(jax.random.fold_in(key, 0x1417))
         image = jnp.zeros((1, c.crop_size, c.crop_size, c.input_nc), jnp.float32)
         pair = jnp.zeros((1, c.crop_size, c.crop_size, c.input_nc + c.output_nc), jnp.float32)
-        nets = {"G": init_net(self.generator, self.tx, g_key, image),
-                "D": init_net(self.discriminator, self.tx, d_key, pair)}
+        nets = {
+            "G": init_net(self.generator, self.tx, g_key, image),
+            "D": init_net(self.discriminator, self.tx, d_key, pair),
+        }
         return TrainState(step=jnp.zeros((), jnp.int32), rng=key, nets=nets)
 
     def _discriminator(self, params, real_a):
         """D(a, b) on the input and a candidate output, stacked on channels."""
+
         def discriminate(batch_stats, b):
-            return self.train_forward(self.discriminator, params, batch_stats,
-                                      jnp.concatenate([real_a, b], axis=-1))
+            return self.train_forward(
+                self.discriminator, params, batch_stats, jnp.concatenate([real_a, b], axis=-1)
+            )
+
         return discriminate
 
     def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
@@ -46,19 +51,29 @@ class Pix2Pix(GanTask):
         g, d = state.nets["G"], state.nets["D"]
 
         def generate(params):
-            return self.train_forward(self.generator, params, g.batch_stats, real_a,
-                                      dropout_key=state.step_key(_DROPOUT))
+            return self.train_forward(
+                self.generator, params, g.batch_stats, real_a, dropout_key=state.step_key(_DROPOUT)
+            )
 
-        fake_b, generator_vjp, g_stats = jax.vjp(generate, parallel.per_device(g.params),
-                                                 has_aux=True)
+        fake_b, generator_vjp, g_stats = jax.vjp(
+            generate, parallel.per_device(g.params), has_aux=True
+        )
 
         def d_loss_fn(params):
-            return discriminator_loss(self._discriminator(params, real_a), d.batch_stats,
-                                      real_b, jax.lax.stop_gradient(fake_b), c,
-                                      state.step_key(_GRADIENT_PENALTY), fake_first=True)
+            return discriminator_loss(
+                self._discriminator(params, real_a),
+                d.batch_stats,
+                real_b,
+                jax.lax.stop_gradient(fake_b),
+                c.gan_mode,
+                c.lambda_gp,
+                state.step_key(_GRADIENT_PENALTY),
+                fake_first=True,
+            )
 
-        (_, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(
-            d_loss_fn, has_aux=True)(parallel.per_device(d.params))
+        (_, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+            parallel.per_device(d.params)
+        )
         new_d = apply_gradients(self.tx, d, parallel.mean_over_devices(d_grads), d_stats)
 
         def g_loss_fn(fake):
@@ -67,14 +82,14 @@ class Pix2Pix(GanTask):
             g_l1 = losses.l1_loss(fake, real_b)
             return g_gan + c.lambda_L1 * g_l1, (stats, g_gan, g_l1)
 
-        (_, (d_stats, g_gan, g_l1)), fake_grad = jax.value_and_grad(
-            g_loss_fn, has_aux=True)(fake_b)
+        (_, (d_stats, g_gan, g_l1)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_b)
         (g_grads,) = generator_vjp(fake_grad)
         step_metrics = {"G_GAN": g_gan, "G_L1": g_l1, "D_real": d_real, "D_fake": d_fake}
         # The step's second and last all-reduce: G's gradient, the running statistics (which
         # per-device batch norm keeps per device) and the metrics.
         g_grads, g_stats, d_stats, step_metrics = parallel.mean_over_devices(
-            (g_grads, g_stats, d_stats, step_metrics))
+            (g_grads, g_stats, d_stats, step_metrics)
+        )
         new_g = apply_gradients(self.tx, g, g_grads, g_stats)
         new_d = new_d.replace(batch_stats=d_stats)
 
@@ -84,8 +99,14 @@ class Pix2Pix(GanTask):
     def eval_step(self, state: TrainState, batch, direction: str = "AtoB") -> dict:
         """Per-example L1/PSNR/SSIM of the translation, and input | output | target images."""
         del direction  # Pix2Pix translates A into B only.
-        fake = translate(self.generator, state.nets["G"], to_model_range(batch["A"]),
-                         self.config.eval_mode, state.step_key(_EVAL_DROPOUT), batch["index"])
+        fake = translate(
+            self.generator,
+            state.nets["G"],
+            to_model_range(batch["A"]),
+            self.config.eval_mode,
+            state.step_key(_EVAL_DROPOUT),
+            batch["index"],
+        )
         scores = metrics.image_metrics(fake, to_model_range(batch["B"]))
         scores["images"] = sample_row(batch["A"], to_uint8(fake), batch["B"])
         return scores

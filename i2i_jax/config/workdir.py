@@ -1,7 +1,9 @@
 """The config a workdir was trained with (`<workdir>/config.json`), checked on every resume.
 
 A resumed run that silently trains on with other settings mixes two experiments in one set of
-checkpoints, so a changed config is refused unless the user says it is meant.
+checkpoints, so a changed config is refused unless the user says it is meant. Not imported by
+`i2i_jax.config` itself: it reads files with tf.io.gfile (any filesystem TF knows), and
+checking a config must not load TensorFlow.
 """
 
 import json
@@ -11,19 +13,15 @@ import os
 import ml_collections
 import tensorflow as tf
 
-from i2i_jax import config_defaults
+from i2i_jax.config.defaults import flatten
+from i2i_jax.config.keys import KEYS
 from i2i_jax.errors import NotFoundError, UserError
 
 log = logging.getLogger("i2i_jax")
 
 CONFIG_FILE = "config.json"
-# Keys that change what a run reports, how often it saves, how it evaluates or how it computes
-# the same sums, but never the parameters it reaches (beyond float rounding): they may change on
-# resume without --allow_config_change.
-BOOKKEEPING_KEYS = frozenset({
-    "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-    "num_sample_images", "eval_batch_size", "eval_mode", "data.eval_split",
-    "data.num_parallel_calls", "conv_lowering", "remat"})
+# Keys that may change on resume without --allow_config_change (`Key.may_change_on_resume`).
+BOOKKEEPING_KEYS = frozenset(key.name for key in KEYS if key.may_change_on_resume)
 
 
 class ConfigChangedError(UserError, ValueError):
@@ -38,24 +36,29 @@ def load(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir's checkpoints were trained with."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not tf.io.gfile.exists(path):
-        raise NotFoundError(f"{path} does not exist: {workdir} is not an i2i_jax workdir "
-                                f"(python -m i2i_jax.main writes one)")
+        raise NotFoundError(
+            f"{path} does not exist: {workdir} is not an i2i_jax workdir "
+            f"(python -m i2i_jax.main writes one)"
+        )
     with tf.io.gfile.GFile(path) as f:
         return ml_collections.ConfigDict(json.load(f))
 
 
 def changes(saved: dict, config) -> list[str]:
     """`key: old -> new` for every key whose value differs, bookkeeping keys aside."""
-    old = config_defaults.flatten(saved)
-    new = config_defaults.flatten(json.loads(to_json(config)))
+    old = flatten(saved)
+    new = flatten(json.loads(to_json(config)))
     missing = "(absent)"
-    return [f"{key}: {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
-            for key in sorted(old.keys() | new.keys())
-            if key not in BOOKKEEPING_KEYS and old.get(key, missing) != new.get(key, missing)]
+    return [
+        f"{key}: {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
+        for key in sorted(old.keys() | new.keys())
+        if key not in BOOKKEEPING_KEYS and old.get(key, missing) != new.get(key, missing)
+    ]
 
 
-def check_and_record(config, workdir: str, resume_step: int | None, allow_change: bool,
-                     is_writer: bool) -> None:
+def check_and_record(
+    config, workdir: str, resume_step: int | None, allow_change: bool, is_writer: bool
+) -> None:
     """Refuses to resume `workdir` at `resume_step` with a config whose results-shaping keys
     differ from the saved one, unless `allow_change`; then (process 0) writes `config`. An
     allowed change keeps the old file as `config.before_step_<N>.json`."""
@@ -67,12 +70,17 @@ def check_and_record(config, workdir: str, resume_step: int | None, allow_change
         if changed and not allow_change:
             raise ConfigChangedError(
                 f"{workdir} has checkpoints up to step {resume_step} trained with another "
-                f"config ({path}); these keys differ:\n  " + "\n  ".join(changed)
+                f"config ({path}); these keys differ:\n  "
+                + "\n  ".join(changed)
                 + "\nResume with the saved values, use a new --workdir, or pass "
-                "--allow_config_change to resume with these.")
+                "--allow_config_change to resume with these."
+            )
         if changed:
-            log.warning("resuming at step %d with a changed config:\n  %s", resume_step,
-                        "\n  ".join(changed))
+            log.warning(
+                "resuming at step %d with a changed config:\n  %s",
+                resume_step,
+                "\n  ".join(changed),
+            )
             if is_writer:
                 kept = os.path.join(workdir, f"config.before_step_{resume_step}.json")
                 tf.io.gfile.copy(path, kept, overwrite=True)

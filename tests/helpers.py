@@ -1,0 +1,138 @@
+"""What several test files use: the tiny training runs, comparisons of parameter trees, shape
+and parameter-count probes, and independent oracles of the convolutions."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from i2i_jax import parallel, tasks
+from i2i_jax.data import pipeline, sources
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRANSLATE = os.path.join(REPO, "i2i_jax", "translate.py")
+
+# Convs whose output no norm follows; every other conv bias feeds a norm.
+_OUTER_LAYERS = {"down0", "up0", "out", "conv0", "logits"}
+
+
+def inert_bias(path, innermost: str = "") -> bool:
+    """A conv bias that instance norm subtracts right away. Its true gradient is 0, so Adam's
+    update is the sign of float noise and differs between any two reduction orders; tests that
+    compare two runs leave such biases out. `innermost` names the U-Net's innermost down-conv."""
+    names = [key.key for key in path if hasattr(key, "key")]
+    return names[-1] == "bias" and names[-2] not in _OUTER_LAYERS | {innermost}
+
+
+def assert_same_parameters(one, other, norm: str, innermost: str = "", **tolerance):
+    """Every leaf equal to float tolerance, but instance norm's inert biases."""
+    one_leaves = jax.tree_util.tree_flatten_with_path(one)[0]
+    other_leaves = jax.tree_util.tree_flatten_with_path(other)[0]
+    for (path, a), (_, b) in zip(one_leaves, other_leaves, strict=True):
+        if norm == "instance" and inert_bias(path, innermost):
+            continue
+        np.testing.assert_allclose(a, b, err_msg=jax.tree_util.keystr(path), **tolerance)
+
+
+def fixed_batches(config, count: int) -> list[dict]:
+    """The first `count` training batches of a config, as numpy arrays."""
+    stream = pipeline.train_batches(sources.train_sources(config), config, config.batch_size)
+    return [next(stream) for _ in range(count)]
+
+
+def run_steps(config, devices, batches):
+    """Trains from the initial state on the given batches over a mesh of `devices`; returns
+    the final state and each step's metrics, on the host."""
+    mesh = parallel.make_mesh(devices)
+    task = tasks.build_task(config, steps_per_epoch=4)
+    state = parallel.init_replicated(task.init_state, config.seed, mesh)
+    step = parallel.jit_train_step(task.train_step, mesh)
+    history = []
+    for batch in batches:
+        state, step_metrics = step(state, parallel.to_global(batch, mesh))
+        history.append(jax.device_get(step_metrics))
+    return jax.device_get(state), history
+
+
+def param_count(module, shape) -> int:
+    """Parameters of `module` on inputs of `shape`, without computing anything."""
+    variables = jax.eval_shape(
+        lambda: module.init(jax.random.key(0), jnp.zeros(shape), train=False)
+    )
+    return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+
+
+def output_shape(module, shape):
+    """The output shape of `module` on inputs of `shape`, without computing anything."""
+
+    def run():
+        variables = module.init(jax.random.key(0), jnp.zeros(shape), train=False)
+        return module.apply(variables, jnp.zeros(shape), train=False)
+
+    return jax.eval_shape(run).shape
+
+
+def conv_nhwc(x, kernel, stride, padding):
+    """torch.nn.Conv2d's convolution as XLA's, written here apart from the package's."""
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        (stride, stride),
+        [(padding, padding)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+def conv_transpose_by_definition(x, kernel, padding: int, output_padding: int, bias=0.0):
+    """torch.nn.ConvTranspose2d(stride=2) by its definition, in numpy loops: input (i, j) adds
+    x * w[:, :, a, b] to output (2i - padding + a, 2j - padding + b). `kernel` is
+    [kh, kw, out, in] (flax's `transpose_kernel` layout)."""
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    n, h, w, _ = x.shape
+    k = kernel.shape[0]
+    size_h, size_w = (
+        2 * (h - 1) - 2 * padding + k + output_padding,
+        2 * (w - 1) - 2 * padding + k + output_padding,
+    )
+    out = np.zeros((n, size_h, size_w, kernel.shape[2]))
+    for i in range(h):
+        for j in range(w):
+            for a in range(k):
+                for b in range(k):
+                    oy, ox = 2 * i - padding + a, 2 * j - padding + b
+                    if 0 <= oy < size_h and 0 <= ox < size_w:
+                        out[:, oy, ox] += x[:, i, j] @ kernel[a, b].T
+    return out + np.asarray(bias)
+
+
+# translate must run on an artifact alone, as one file: in its process every module of the
+# package and every other framework the package uses fails to import.
+_NOT_NEEDED_TO_SERVE = ("i2i_jax", "flax", "optax", "orbax", "tensorflow", "ml_collections", "absl")
+
+
+def run_translate(*flags: str) -> subprocess.CompletedProcess:
+    """translate.py run as a script, by its path, where nothing but it may be imported."""
+    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in _NOT_NEEDED_TO_SERVE)
+    code = (
+        f"import runpy, sys; {blocked}sys.argv = ['translate.py', *sys.argv[1:]]; "
+        f"runpy.run_path({TRANSLATE!r}, run_name='__main__')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+def load_config(name):
+    """Loads a config file the way `--config=configs/<name>.py` does: as a file, not a module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
