@@ -44,3 +44,10 @@ def tiny_config():
 @pytest.fixture
 def tiny_cycle_config():
     return tiny_cyclegan_config()
+
+
+def pytest_collection_modifyitems(items):
+    """The multi-process jobs first: they take the longest and one xdist worker runs them in
+    turn (`xdist_group("multiprocess")`), so the other worker's tests fill in around them
+    instead of waiting at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)

@@ -18,7 +18,8 @@ from i2i_jax.checkpointing import Checkpointer
 
 from tiny_configs import get_config
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the multi-process files one test at a time (conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiprocess")]
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 STEPS = 60
@@ -54,7 +55,7 @@ def run_to_the_end(workdir, processes: int = 0) -> str:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=300,
+        timeout=600,  # Guards against a hang; two jobs share the 2 cores under xdist.
     )
     assert result.returncode == 0, result.stdout[-3000:]
     return result.stdout
@@ -84,7 +85,7 @@ def signal_after_a_checkpoint(workdir, signum: int, processes: int = 0) -> tuple
             ):
                 run.send_signal(signum)
                 break
-        rest, _ = run.communicate(timeout=300)
+        rest, _ = run.communicate(timeout=600)
         output.append(rest)
     finally:
         if run.poll() is None:
