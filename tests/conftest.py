@@ -47,7 +47,7 @@ def tiny_cycle_config():
 
 
 def pytest_collection_modifyitems(items):
-    """The multi-process jobs first: they take the longest and one xdist worker runs them in
-    turn (`xdist_group("multiprocess")`), so the other worker's tests fill in around them
-    instead of waiting at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+    """The files with multi-process jobs first: they take the longest, and xdist hands out
+    whole files in this order, so the other files fill in around them instead of one of them
+    running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("multiprocess") is None)

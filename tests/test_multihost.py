@@ -31,8 +31,7 @@ from i2i_jax.data import sources
 from helpers import assert_same_parameters, fixed_batches, run_steps
 from tiny_configs import get_config
 
-# One xdist worker runs the multi-process files one test at a time (conftest.py).
-pytestmark = [pytest.mark.slow, pytest.mark.multiprocess, pytest.mark.xdist_group("multiprocess")]
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)

@@ -18,8 +18,7 @@ from i2i_jax.checkpointing import Checkpointer
 
 from tiny_configs import get_config
 
-# One xdist worker runs the multi-process files one test at a time (conftest.py).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiprocess")]
+pytestmark = pytest.mark.slow
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 STEPS = 60
