@@ -28,14 +28,49 @@ def inert_bias(path, innermost: str = "") -> bool:
     return names[-1] == "bias" and names[-2] not in _OUTER_LAYERS | {innermost}
 
 
-def assert_same_parameters(one, other, norm: str, innermost: str = "", **tolerance):
-    """Every leaf equal to float tolerance, but instance norm's inert biases."""
+def eps_scale_gradients(nets, steps: int = 1, b2: float = 0.999, scale: float = 1e-6) -> dict:
+    """The parameter elements whose Adam denominator in the last of `steps` steps,
+    sqrt(nu / (1 - b2**steps)) (after one step: the gradient's size), is non-zero but below
+    `scale`, 100 times Adam's eps (1e-8); keyed like `assert_same_parameters`'s paths. There
+    Adam's update lr * m / (sqrt(nu) + eps) is anywhere in [-lr, lr] by the gradients' float
+    noise, so two right reduction orders can move such an element by 2 lr. Exact zeros (dead
+    ReLUs) are exact in every order and stay out."""
+    masks = {}
+    for name, net in nets.items():
+        nu = net.opt_state[0].nu
+        for path, leaf in jax.tree_util.tree_flatten_with_path(nu)[0]:
+            denominator = np.sqrt(np.asarray(leaf) / (1 - b2**steps))
+            key = f"['{name}'].params{jax.tree_util.keystr(path)}"
+            masks[key] = (denominator > 0) & (denominator < scale)
+    return masks
+
+
+def assert_same_parameters(
+    one,
+    other,
+    norm: str,
+    innermost: str = "",
+    noisy: dict | None = None,
+    noisy_atol=0.0,
+    **tolerance,
+):
+    """Every leaf equal to float tolerance, but instance norm's inert biases, and the elements
+    `noisy` marks (from `eps_scale_gradients`): those are held to `noisy_atol` instead, and
+    must be at most 1 in 1000 of those compared, so that a real fault cannot hide there."""
+    noisy = noisy or {}
     one_leaves = jax.tree_util.tree_flatten_with_path(one)[0]
     other_leaves = jax.tree_util.tree_flatten_with_path(other)[0]
+    compared = loose = 0
     for (path, a), (_, b) in zip(one_leaves, other_leaves, strict=True):
         if norm == "instance" and inert_bias(path, innermost):
             continue
-        np.testing.assert_allclose(a, b, err_msg=jax.tree_util.keystr(path), **tolerance)
+        key = jax.tree_util.keystr(path)
+        a, b = np.asarray(a), np.asarray(b)
+        mask = noisy.get(key, np.zeros(a.shape, bool))
+        compared, loose = compared + a.size, loose + int(mask.sum())
+        np.testing.assert_allclose(a[~mask], b[~mask], err_msg=key, **tolerance)
+        np.testing.assert_array_less(np.abs(a[mask] - b[mask]), noisy_atol + 1e-12, err_msg=key)
+    assert loose <= 1e-3 * compared, f"{loose} of {compared} elements had eps-scale gradients"
 
 
 def fixed_batches(config, count: int) -> list[dict]:

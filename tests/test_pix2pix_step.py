@@ -8,7 +8,7 @@ import pytest
 
 from i2i_jax import parallel, tasks
 
-from helpers import assert_same_parameters, fixed_batches, run_steps
+from helpers import assert_same_parameters, eps_scale_gradients, fixed_batches, run_steps
 
 
 @pytest.mark.slow
@@ -38,7 +38,20 @@ def test_four_devices_give_the_single_device_parameters(tiny_config, norm):
     four, four_history = run_steps(tiny_config, jax.devices()[:4], batches)
     assert int(one.step) == int(four.step) == 2
     innermost = f"down{tasks.build_task(tiny_config, 4).generator.num_downs - 1}"
-    assert_same_parameters(one.nets, four.nets, norm, innermost, rtol=1e-4, atol=1e-5)
+    # About 1 element in 3000 gets a first gradient at Adam's eps scale; each may differ by
+    # 2 lr a step (helpers.eps_scale_gradients).
+    first, _ = run_steps(tiny_config, jax.devices()[:1], batches[:1])
+    noisy = eps_scale_gradients(first.nets)
+    assert_same_parameters(
+        one.nets,
+        four.nets,
+        norm,
+        innermost,
+        noisy,
+        noisy_atol=2 * 2 * tiny_config.lr,
+        rtol=1e-4,
+        atol=1e-5,
+    )
     for a, b in zip(one_history, four_history, strict=True):
         for key in a:
             np.testing.assert_allclose(a[key], b[key], rtol=1e-4)
