@@ -28,20 +28,19 @@ def inert_bias(path, innermost: str = "") -> bool:
     return names[-1] == "bias" and names[-2] not in _OUTER_LAYERS | {innermost}
 
 
-def eps_scale_gradients(nets, steps: int = 1, b2: float = 0.999, scale: float = 1e-6) -> dict:
-    """The parameter elements whose Adam denominator in the last of `steps` steps,
-    sqrt(nu / (1 - b2**steps)) (after one step: the gradient's size), is non-zero but below
-    `scale`, 100 times Adam's eps (1e-8); keyed like `assert_same_parameters`'s paths. There
-    Adam's update lr * m / (sqrt(nu) + eps) is anywhere in [-lr, lr] by the gradients' float
-    noise, so two right reduction orders can move such an element by 2 lr. Exact zeros (dead
-    ReLUs) are exact in every order and stay out."""
+def eps_scale_gradients(nets_after_one_step, b2: float = 0.999, scale: float = 1e-6) -> dict:
+    """The parameter elements whose first gradient |g| = sqrt(nu / (1 - b2)) is non-zero but
+    below `scale`, 100 times Adam's eps (1e-8), keyed like `assert_same_parameters`'s paths.
+    There Adam's update lr * g / (|g| + eps) is anywhere in [-lr, lr] by the gradient's float
+    noise, so two right reduction orders can move such an element by 2 lr a step. Exact zeros
+    (dead ReLUs) are exact in every order and stay out."""
     masks = {}
-    for name, net in nets.items():
+    for name, net in nets_after_one_step.items():
         nu = net.opt_state[0].nu
         for path, leaf in jax.tree_util.tree_flatten_with_path(nu)[0]:
-            denominator = np.sqrt(np.asarray(leaf) / (1 - b2**steps))
+            gradient = np.sqrt(np.asarray(leaf) / (1 - b2))
             key = f"['{name}'].params{jax.tree_util.keystr(path)}"
-            masks[key] = (denominator > 0) & (denominator < scale)
+            masks[key] = (gradient > 0) & (gradient < scale)
     return masks
 
 
