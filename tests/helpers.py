@@ -1,10 +1,13 @@
 """What several test files use: the tiny training runs, comparisons of parameter trees, shape
 and parameter-count probes, and independent oracles of the convolutions."""
 
+import contextlib
+import fcntl
 import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +123,16 @@ def _float_leaves(tree, norm: str, innermost: str) -> np.ndarray:
 
 def _norm(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b))
+
+
+@contextlib.contextmanager
+def one_multiprocess_job_at_a_time():
+    """Multi-process jobs of the two xdist workers take turns. Two at once put four busy JAX
+    processes on CI's 2 cores, and one of them died there: a 2-process resume beside a
+    multihost job aborted (SIGABRT, status 134) after 200 s, and alone it takes 26 s."""
+    with open(os.path.join(tempfile.gettempdir(), "i2i_jax_tests_multiprocess.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def fixed_batches(config, count: int) -> list[dict]:

@@ -28,7 +28,7 @@ import pytest
 from i2i_jax import parallel, tasks, train
 from i2i_jax.data import sources
 
-from helpers import assert_same_step, fixed_batches
+from helpers import assert_same_step, fixed_batches, one_multiprocess_job_at_a_time
 from tiny_configs import get_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
@@ -66,23 +66,24 @@ def launch(
         f"--dump_dir={dump_dir}",
         *(f"--config.{key}={value}" for key, value in OVERRIDES[model].items()),
     ]
-    job = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        cwd=REPO,
-    )
-    try:
-        output, _ = job.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        output, _ = job.communicate()
-        pytest.fail(f"the job hung for {timeout} s and was killed:\n{output[-5000:]}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
+    with one_multiprocess_job_at_a_time():
+        job = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            cwd=REPO,
+        )
+        try:
+            output, _ = job.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
             os.killpg(job.pid, signal.SIGKILL)
+            output, _ = job.communicate()
+            pytest.fail(f"the job hung for {timeout} s and was killed:\n{output[-5000:]}")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 0, output[-5000:]
     return output
 

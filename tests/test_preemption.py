@@ -3,6 +3,7 @@ checkpoint, SIGTERM (preemption) saves one and exits cleanly, and the rerun of t
 ends with the parameters of a run that was never stopped, bit for bit on one CPU device and on
 a 2-process job started by `launch/local.sh`."""
 
+import contextlib
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import pytest
 from i2i_jax import parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 
+from helpers import one_multiprocess_job_at_a_time
 from tiny_configs import get_config
 
 pytestmark = pytest.mark.slow
@@ -48,14 +50,15 @@ def command(workdir, processes: int = 0) -> list[str]:
 
 
 def run_to_the_end(workdir, processes: int = 0) -> str:
-    result = subprocess.run(
-        command(workdir, processes),
-        env=ONE_DEVICE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,  # Guards against a hang; two jobs share the 2 cores under xdist.
-    )
+    with taking_turns(processes):
+        result = subprocess.run(
+            command(workdir, processes),
+            env=ONE_DEVICE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,  # Guards against a hang; two jobs share the 2 cores under xdist.
+        )
     assert result.returncode == 0, result.stdout[-3000:]
     return result.stdout
 
@@ -64,6 +67,16 @@ def signal_after_a_checkpoint(workdir, signum: int, processes: int = 0) -> tuple
     """Starts a run and sends `signum` once the step-7 checkpoint is complete on disk, right
     after a step that is not a checkpoint step; returns the run's exit status and output. The
     run is killed whatever happens, never left behind."""
+    with taking_turns(processes):
+        return _signal_after_a_checkpoint(workdir, signum, processes)
+
+
+def taking_turns(processes: int):
+    """A multi-process job waits for any other one (helpers.one_multiprocess_job_at_a_time)."""
+    return one_multiprocess_job_at_a_time() if processes else contextlib.nullcontext()
+
+
+def _signal_after_a_checkpoint(workdir, signum: int, processes: int) -> tuple[int, str]:
     run = subprocess.Popen(
         command(workdir, processes),
         env=ONE_DEVICE,
