@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from i2i_jax import host_memory
+from i2i_jax.machine import busy_jiffies, peak_gflops, process_jiffies, usable_cores
 
 _PAUSE_S = 0.5
 
@@ -61,68 +62,6 @@ ROWS = (
         "batch": 1,
     },
 )
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-# --- The machine --------------------------------------------------------------------------
-
-
-def peak_gflops() -> tuple[float, str]:
-    """float32 peak of this machine's cores and how it was computed: cores x clock x FLOPs per
-    cycle per core, the latter from the widest vector FMA the CPU reports (2 FMA units of 16
-    lanes with AVX-512, of 8 with AVX2+FMA, else 4-lane SSE; an FMA counts 2 FLOPs)."""
-    flags, mhz = set(), 0.0
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-                elif key.strip() == "cpu MHz" and not mhz:
-                    mhz = float(value)
-    except OSError:
-        pass
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
-            mhz = int(f.read()) / 1000
-    except OSError:
-        pass
-    lanes, isa = (
-        (16, "AVX-512")
-        if "avx512f" in flags
-        else ((8, "AVX2+FMA") if {"avx2", "fma"} <= flags else (4, "SSE"))
-    )
-    per_cycle = 2 * lanes * 2
-    cores = usable_cores()
-    peak = cores * mhz / 1000 * per_cycle
-    return peak, (
-        f"{cores} cores x {mhz / 1000:.2f} GHz x {per_cycle} FLOPs/cycle "
-        f"({isa}: 2 FMA units x {lanes} float32 lanes x 2)"
-    )
-
-
-def busy_jiffies() -> int:
-    """CPU time all processes have spent, from /proc/stat (0 where there is none)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields[:8]) - idle
-
-
-def process_jiffies(pid: int) -> int:
-    """CPU time (user + system) of one process, all its threads."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
 
 
 # --- Workers --------------------------------------------------------------------------------
