@@ -105,9 +105,9 @@ esac
 # FAKE_MAIN_STATUS.
 _FAKE_PYTHON = """#!/usr/bin/env bash
 [[ "$2" == pip ]] && exit 0
+trap 'kill $! 2>/dev/null; echo stopped; exit 0' TERM
 printf '%s\\n' "$@"
 sleep "$FAKE_MAIN_SECONDS" &
-trap 'kill $!; echo stopped; exit 0' TERM
 wait $!
 exit "$FAKE_MAIN_STATUS"
 """
@@ -136,6 +136,13 @@ def fake_cloud(tmp_path, seconds: int, status: int) -> dict:
     }
 
 
+def eventually(condition, seconds: float = 10) -> None:
+    """Waits for a detached job's file to appear (the test's own asserts then say what is wrong)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_tpu_pod_run_detaches_the_job_and_prints_how_to_follow_and_stop_it(tmp_path):
     env = fake_cloud(tmp_path, seconds=30, status=0)
     home = tmp_path / "host"
@@ -155,6 +162,8 @@ def test_tpu_pod_run_detaches_the_job_and_prints_how_to_follow_and_stop_it(tmp_p
     try:
         log = home / "i2i_jax_logs" / "r1.log"
         assert "--worker=0 --command='tail -f $HOME/i2i_jax_logs/r1.log'" in result.stdout
+        # The launcher returns once the job has its pid; its output may come a moment later.
+        eventually(lambda: len(log.read_text().splitlines()) >= 6)
         lines = log.read_text().splitlines()
         assert lines == [
             "-m",
@@ -166,10 +175,7 @@ def test_tpu_pod_run_detaches_the_job_and_prints_how_to_follow_and_stop_it(tmp_p
         ]
         stop = next(line.strip() for line in result.stdout.splitlines() if "kill -TERM" in line)
         subprocess.run(stop, shell=True, env=env, check=True, timeout=10)
-        for _ in range(100):
-            if (home / "i2i_jax_logs" / "r1.status").exists():
-                break
-            time.sleep(0.05)
+        eventually((home / "i2i_jax_logs" / "r1.status").exists)
         assert (home / "i2i_jax_logs" / "r1.status").read_text() == "0\n"
         assert log.read_text().endswith("stopped\n")
     finally:
