@@ -1,7 +1,7 @@
-"""Four virtual CPU devices for every test, so multi-device code runs on any machine, and one
-persistent compilation cache for the whole suite.
+"""Four virtual CPU devices for every test, so multi-device code runs on any machine, one
+persistent compilation cache for the whole suite, and XLA's quick backend.
 
-Both must be set before any JAX computation; single-device checks build a mesh of one device.
+All must be set before any JAX computation; single-device checks build a mesh of one device.
 The cache directory is also exported through the environment, so the command-line tools and
 multi-process jobs the tests start reuse what the suite compiled (most tests compile the same
 tiny networks again: the cache turns those compilations into file reads).
@@ -19,6 +19,18 @@ COMPILATION_CACHE = os.environ.setdefault(
 )
 # Every compilation is cached, however quick (JAX's default skips those under a second).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# The suite is compile-bound: a tiny CycleGAN step compiles in ~30 s and runs in ~0.1 s. XLA:CPU's
+# backend optimisation level 0 halves that compile (and initialisation's) and leaves the program's
+# meaning alone: the numerics tests compare with independent computations within tolerances, and
+# the exactness tests compare two programs built with the same flags. Products run at XLA's
+# default level; the benchmark's figures never come from the test process. Exported through the
+# environment, so the tools the tests start compile the same way, except the multi-process jobs:
+# `helpers.multiprocess_job_environment` gives them the flags this process was started with.
+# (setdefault: xdist's workers inherit the flags of the process that started them.)
+os.environ.setdefault("I2I_JAX_TESTS_MULTIPROCESS_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+_QUICK_BACKEND = "--xla_backend_optimization_level=0"
+if _QUICK_BACKEND not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_QUICK_BACKEND}".strip()
 
 import jax  # noqa: E402  (after the environment it reads)
 import pytest  # noqa: E402

@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,24 @@ def _float_leaves(tree, norm: str, innermost: str) -> np.ndarray:
 
 def _norm(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b))
+
+
+def multiprocess_job_environment(**variables: str) -> dict:
+    """This environment with the XLA flags the suite was started with, not the quick backend
+    conftest adds: under it a 2-process resume aborted (SIGABRT in `sync_global_devices`) in 2 of
+    3 CI runs, never at XLA's default level, and was never reproduced alone."""
+    flags = os.environ.get("I2I_JAX_TESTS_MULTIPROCESS_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    return {**os.environ, "XLA_FLAGS": flags, **variables}
+
+
+_FATAL_LINE = re.compile(r"\bF\d{4} \d\d:\d\d|Check failed|Fatal Python error|Termination timeout")
+
+
+def job_failure_report(output: str, tail: int = 5000) -> str:
+    """The lines where a job's processes died, then its last `tail` characters: an abort's
+    cause is logged before the thread dumps that fill the tail."""
+    fatal = [line for line in output.splitlines() if _FATAL_LINE.search(line)]
+    return "\n".join(["fatal lines:", *fatal[:20], "last lines:", output[-tail:]])
 
 
 @contextlib.contextmanager

@@ -28,7 +28,13 @@ import pytest
 from i2i_jax import parallel, tasks, train
 from i2i_jax.data import sources
 
-from helpers import assert_same_step, fixed_batches, one_multiprocess_job_at_a_time
+from helpers import (
+    assert_same_step,
+    fixed_batches,
+    job_failure_report,
+    multiprocess_job_environment,
+    one_multiprocess_job_at_a_time,
+)
 from tiny_configs import get_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
@@ -74,17 +80,19 @@ def launch(
             text=True,
             start_new_session=True,
             cwd=REPO,
+            env=multiprocess_job_environment(),
         )
         try:
             output, _ = job.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, signal.SIGKILL)
             output, _ = job.communicate()
-            pytest.fail(f"the job hung for {timeout} s and was killed:\n{output[-5000:]}")
+            report = job_failure_report(output)
+            pytest.fail(f"the job hung for {timeout} s and was killed:\n{report}")
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode == 0, output[-5000:]
+    assert job.returncode == 0, job_failure_report(output)
     return output
 
 

@@ -17,7 +17,7 @@ import pytest
 from i2i_jax import parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 
-from helpers import one_multiprocess_job_at_a_time
+from helpers import job_failure_report, multiprocess_job_environment, one_multiprocess_job_at_a_time
 from tiny_configs import get_config
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,6 @@ OVERRIDES = [
     "--config.log_every_steps=1",
     "--config.eval_every_steps=0",
 ]
-ONE_DEVICE = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
 LAUNCHER = os.path.join(os.path.dirname(TESTS), "launch", "local.sh")
 
 
@@ -49,17 +48,23 @@ def command(workdir, processes: int = 0) -> list[str]:
     ]
 
 
+def environment(processes: int) -> dict:
+    """One CPU device per process; a multi-process job gets its own XLA flags."""
+    devices = {"JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
+    return multiprocess_job_environment(**devices) if processes else {**os.environ, **devices}
+
+
 def run_to_the_end(workdir, processes: int = 0) -> str:
     with taking_turns(processes):
         result = subprocess.run(
             command(workdir, processes),
-            env=ONE_DEVICE,
+            env=environment(processes),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             timeout=600,  # Guards against a hang; two jobs share the 2 cores under xdist.
         )
-    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.returncode == 0, job_failure_report(result.stdout)
     return result.stdout
 
 
@@ -79,7 +84,7 @@ def taking_turns(processes: int):
 def _signal_after_a_checkpoint(workdir, signum: int, processes: int) -> tuple[int, str]:
     run = subprocess.Popen(
         command(workdir, processes),
-        env=ONE_DEVICE,
+        env=environment(processes),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -159,7 +164,7 @@ def test_sigterm_to_a_two_process_job_stops_both_at_one_step_and_resumes_exactly
     and save one checkpoint together."""
     run_to_the_end(tmp_path / "uninterrupted", processes=2)
     status, output = signal_after_a_checkpoint(tmp_path / "stopped", signal.SIGTERM, processes=2)
-    assert status == 143, output[-3000:]
+    assert status == 143, job_failure_report(output)
     stops = re.findall(rf"\[(\d)\] .*SIGTERM: saved a checkpoint at step (\d+) of {STEPS}", output)
     assert sorted(process for process, _ in stops) == ["0", "1"], output[-3000:]
     assert len({step for _, step in stops}) == 1
