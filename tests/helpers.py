@@ -126,11 +126,12 @@ def _norm(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b))
 
 
-def multiprocess_job_environment(**variables: str) -> dict:
-    """This environment with the XLA flags the suite was started with, not the quick backend
-    conftest adds: under it a 2-process resume aborted (SIGABRT in `sync_global_devices`) in 2 of
-    3 CI runs, never at XLA's default level, and was never reproduced alone."""
-    flags = os.environ.get("I2I_JAX_TESTS_MULTIPROCESS_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+def default_backend_environment(**variables: str) -> dict:
+    """This environment with the XLA flags the suite was started with, without the quick backend
+    conftest adds. For the 2-process SIGTERM-and-resume job: under level 0 its resume aborted
+    (SIGABRT in `sync_global_devices`, both processes) in 2 of 3 CI runs, never at XLA's default
+    level; it was never reproduced alone, nor under load with a cold compilation cache."""
+    flags = os.environ.get("I2I_JAX_TESTS_DEFAULT_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
     return {**os.environ, "XLA_FLAGS": flags, **variables}
 
 

@@ -32,7 +32,6 @@ from helpers import (
     assert_same_step,
     fixed_batches,
     job_failure_report,
-    multiprocess_job_environment,
     one_multiprocess_job_at_a_time,
 )
 from tiny_configs import get_config
@@ -80,7 +79,6 @@ def launch(
             text=True,
             start_new_session=True,
             cwd=REPO,
-            env=multiprocess_job_environment(),
         )
         try:
             output, _ = job.communicate(timeout=timeout)
@@ -183,13 +181,13 @@ def test_every_device_of_both_processes_holds_the_parameters_of_one_device(two_b
     for devices in (4, 1):
         here = contextlib.closing(OneProcess(config, devices, str(run)))
         with here as one:
+            saved = [one.state_at(step) for step in range(STEPS + 1)]
             # What the devices hold is what the job saved last.
-            saved = jax.device_get(final_state_tree(one.state_at(STEPS)))
-            jax.tree.map(np.testing.assert_array_equal, saved, copies[0])
+            last = jax.device_get(final_state_tree(saved[STEPS]))
+            jax.tree.map(np.testing.assert_array_equal, last, copies[0])
             for step in range(STEPS):
-                before = jax.device_get(one.state_at(step))
-                stepped = one.train(one.state_at(step), batches[step : step + 1])
-                job = jax.device_get(one.state_at(step + 1))
+                before, job = jax.device_get(saved[step]), jax.device_get(saved[step + 1])
+                stepped = one.train(saved[step], batches[step : step + 1])
                 assert_same_step(
                     before.nets,
                     job.nets,

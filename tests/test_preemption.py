@@ -17,7 +17,7 @@ import pytest
 from i2i_jax import parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 
-from helpers import job_failure_report, multiprocess_job_environment, one_multiprocess_job_at_a_time
+from helpers import default_backend_environment, job_failure_report, one_multiprocess_job_at_a_time
 from tiny_configs import get_config
 
 pytestmark = pytest.mark.slow
@@ -49,9 +49,9 @@ def command(workdir, processes: int = 0) -> list[str]:
 
 
 def environment(processes: int) -> dict:
-    """One CPU device per process; a multi-process job gets its own XLA flags."""
+    """One CPU device per process; the multi-process job at XLA's default level."""
     devices = {"JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
-    return multiprocess_job_environment(**devices) if processes else {**os.environ, **devices}
+    return default_backend_environment(**devices) if processes else {**os.environ, **devices}
 
 
 def run_to_the_end(workdir, processes: int = 0) -> str:
