@@ -1,6 +1,8 @@
 """The saved config of a workdir: what counts as a change on resume, and what is kept."""
 
 import json
+import os
+import threading
 
 import pytest
 
@@ -51,3 +53,31 @@ def test_only_a_resume_checks_and_an_allowed_change_keeps_the_old_file(tmp_path)
 def test_loading_a_directory_without_a_config_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not an i2i_jax workdir"):
         workdir_config.load(str(tmp_path))
+
+
+def test_a_process_reading_while_process_0_rewrites_sees_a_whole_file(tmp_path):
+    """On resume every process checks config.json while process 0 writes it again; a reader
+    must never find it truncated (one of a 2-process resume's processes died of that)."""
+    workdir, config = str(tmp_path), config_lib.pix2pix()
+    workdir_config.check_and_record(config, workdir, None, False, is_writer=True)
+    reads, failures, done = [], [], threading.Event()
+
+    def other_process():
+        while not done.is_set():
+            try:
+                workdir_config.check_and_record(config, workdir, 1, False, is_writer=False)
+                reads.append(1)
+            except Exception as error:  # Any failure is the finding.
+                failures.append(repr(error))
+
+    reader = threading.Thread(target=other_process)
+    reader.start()
+    try:
+        for _ in range(200):
+            workdir_config.check_and_record(config, workdir, 1, False, is_writer=True)
+    finally:
+        done.set()
+        reader.join()
+    assert not failures, failures[:3]
+    assert len(reads) >= 20  # The reader really ran alongside the writes.
+    assert os.listdir(workdir) == ["config.json"]  # No temporary file is left.

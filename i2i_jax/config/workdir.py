@@ -85,5 +85,14 @@ def check_and_record(
                 kept = os.path.join(workdir, f"config.before_step_{resume_step}.json")
                 tf.io.gfile.copy(path, kept, overwrite=True)
     if is_writer:
-        with tf.io.gfile.GFile(path, "w") as f:
-            f.write(to_json(config))
+        write_whole(path, to_json(config))
+
+
+def write_whole(path: str, text: str) -> None:
+    """Writes `text` to a temporary file beside `path` and renames it over `path`, so that the
+    other processes of a job, which read the file while process 0 rewrites it, see the old file
+    or the new one, never a truncated one (a 2-process resume died of that)."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
