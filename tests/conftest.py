@@ -24,10 +24,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # meaning alone: the numerics tests compare with independent computations within tolerances, and
 # the exactness tests compare two programs built with the same flags. Products run at XLA's
 # default level; the benchmark's figures never come from the test process. Exported through the
-# environment, so the tools and jobs the tests start compile the same way (but for one job: see
-# `helpers.default_backend_environment`, which gives it the flags this process was started with;
-# setdefault, because xdist's workers inherit the environment of the process that started them).
-os.environ.setdefault("I2I_JAX_TESTS_DEFAULT_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+# environment, so the tools and multi-process jobs the tests start compile the same way.
 _QUICK_BACKEND = "--xla_backend_optimization_level=0"
 if _QUICK_BACKEND not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_QUICK_BACKEND}".strip()

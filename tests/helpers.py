@@ -126,30 +126,24 @@ def _norm(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b))
 
 
-def default_backend_environment(**variables: str) -> dict:
-    """This environment with the XLA flags the suite was started with, without the quick backend
-    conftest adds. For the 2-process SIGTERM-and-resume job: under level 0 its resume aborted
-    (SIGABRT in `sync_global_devices`, both processes) in 2 of 3 CI runs, never at XLA's default
-    level; it was never reproduced alone, nor under load with a cold compilation cache."""
-    flags = os.environ.get("I2I_JAX_TESTS_DEFAULT_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-    return {**os.environ, "XLA_FLAGS": flags, **variables}
-
-
-_FATAL_LINE = re.compile(r"\bF\d{4} \d\d:\d\d|Check failed|Fatal Python error|Termination timeout")
+# XLA's and absl's fatal log lines, Python's fatal errors, and the last line of a traceback.
+_FATAL_LINE = re.compile(
+    r"\bF\d{4} \d\d:\d\d|Check failed|Fatal Python error|Traceback"
+    r"|^(\[\d+\] )?[\w.]+(Error|Exception):"
+)
 
 
 def job_failure_report(output: str, tail: int = 5000) -> str:
-    """The lines where a job's processes died, then its last `tail` characters: an abort's
-    cause is logged before the thread dumps that fill the tail."""
+    """The lines where a job's processes failed, then its last `tail` characters: the cause is
+    logged long before the thread dumps of an abort fill the tail."""
     fatal = [line for line in output.splitlines() if _FATAL_LINE.search(line)]
     return "\n".join(["fatal lines:", *fatal[:20], "last lines:", output[-tail:]])
 
 
 @contextlib.contextmanager
 def one_multiprocess_job_at_a_time():
-    """Multi-process jobs of the two xdist workers take turns. Two at once put four busy JAX
-    processes on CI's 2 cores, and one of them died there: a 2-process resume beside a
-    multihost job aborted (SIGABRT, status 134) after 200 s, and alone it takes 26 s."""
+    """Multi-process jobs of the two xdist workers take turns: two at once put four busy JAX
+    processes on CI's 2 cores, and each job's timeouts were sized for a job that runs alone."""
     with open(os.path.join(tempfile.gettempdir(), "i2i_jax_tests_multiprocess.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

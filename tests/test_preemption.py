@@ -17,7 +17,7 @@ import pytest
 from i2i_jax import parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 
-from helpers import default_backend_environment, job_failure_report, one_multiprocess_job_at_a_time
+from helpers import job_failure_report, one_multiprocess_job_at_a_time
 from tiny_configs import get_config
 
 pytestmark = pytest.mark.slow
@@ -31,6 +31,7 @@ OVERRIDES = [
     "--config.log_every_steps=1",
     "--config.eval_every_steps=0",
 ]
+ONE_DEVICE = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
 LAUNCHER = os.path.join(os.path.dirname(TESTS), "launch", "local.sh")
 
 
@@ -48,17 +49,11 @@ def command(workdir, processes: int = 0) -> list[str]:
     ]
 
 
-def environment(processes: int) -> dict:
-    """One CPU device per process; the multi-process job at XLA's default level."""
-    devices = {"JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
-    return default_backend_environment(**devices) if processes else {**os.environ, **devices}
-
-
 def run_to_the_end(workdir, processes: int = 0) -> str:
     with taking_turns(processes):
         result = subprocess.run(
             command(workdir, processes),
-            env=environment(processes),
+            env=ONE_DEVICE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -84,7 +79,7 @@ def taking_turns(processes: int):
 def _signal_after_a_checkpoint(workdir, signum: int, processes: int) -> tuple[int, str]:
     run = subprocess.Popen(
         command(workdir, processes),
-        env=environment(processes),
+        env=ONE_DEVICE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
