@@ -17,7 +17,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2i_jax import cli, distributed, train
+from i2i_jax import cli, compilation_cache, distributed, train
 from i2i_jax import config as config_lib
 
 __doc__ += (
@@ -119,6 +119,8 @@ def start() -> None:
 
 def main():
     start()
+    cache = compilation_cache.enable(CONFIG.value.compilation_cache_dir)
+    logging.getLogger("i2i_jax").info("compilation cache: %s", cache or "off")
     train.train_and_evaluate(
         CONFIG.value,
         WORKDIR.value,

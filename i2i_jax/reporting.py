@@ -29,7 +29,8 @@ def image_grid(rows: np.ndarray) -> np.ndarray:
 
 
 class Reporter:
-    def __init__(self, workdir: str, total_steps: int, is_writer: bool):
+    def __init__(self, workdir: str, start_step: int, total_steps: int, is_writer: bool):
+        """Create it once the step is compiled: the first steps/s figure counts from here."""
         self.workdir = workdir
         self.total_steps = total_steps
         self.is_writer = is_writer
@@ -38,16 +39,13 @@ class Reporter:
             if is_writer
             else None
         )
-        self._last_time, self._last_step = time.monotonic(), None
+        self._last_time, self._last_step = time.monotonic(), start_step
 
     def progress(self, step: int, scalars: dict[str, float]) -> None:
         """One line: step, losses, steps/s since the last line, and the time left at that rate."""
         now = time.monotonic()
-        if self._last_step is not None and step > self._last_step:
-            rate = (step - self._last_step) / (now - self._last_time)
-            speed = f"{rate:.2f} steps/s, ETA {format_duration((self.total_steps - step) / rate)}"
-        else:
-            speed = "warming up (compiling)"
+        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        speed = f"{rate:.2f} steps/s, ETA {format_duration((self.total_steps - step) / rate)}"
         self._last_time, self._last_step = now, step
         losses = " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items()) if k != "lr")
         if self.is_writer:

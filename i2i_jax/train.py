@@ -2,14 +2,15 @@
 
 import collections
 import functools
+import itertools
 import logging
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from i2i_jax import config as config_lib
 from i2i_jax import (
+    compilation_cache,
     distributed,
     guards,
     host_memory,
@@ -19,6 +20,7 @@ from i2i_jax import (
     profiling,
     tasks,
 )
+from i2i_jax import config as config_lib
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
@@ -165,9 +167,7 @@ def train_and_evaluate(
     start_step = int(state.step)
     host_memory.release_freed_memory()  # What building (and restoring) the state freed.
 
-    train_step = parallel.jit_train_step(task.train_step, mesh)
     evaluate = Evaluator(task, eval_sources, config, mesh)
-    reporter = Reporter(workdir, total_steps, is_writer)
     batches = pipeline.train_batches(
         train_sources,
         config,
@@ -176,6 +176,16 @@ def train_and_evaluate(
         jax.process_index(),
         jax.process_count(),
     )
+    first_batch = next(batches)
+    train_step = compilation_cache.compile_logged(
+        "the train step",
+        parallel.jit_train_step(task.train_step, mesh),
+        state,
+        parallel.to_global(first_batch, mesh),
+    )
+    batches = itertools.chain([first_batch], batches)
+    host_memory.release_freed_memory()  # What compiling the step freed.
+    reporter = Reporter(workdir, start_step, total_steps, is_writer)
     log.info(
         "training %s from step %d to %d (%d steps/epoch) on %d devices",
         config.model,
@@ -189,6 +199,7 @@ def train_and_evaluate(
     if start_step == 0 and config.eval_every_steps > 0:
         results, grid = evaluate(state)  # The untrained model: where learning starts from.
         reporter.evaluation(0, results, grid)
+        reporter.restart_clock(start_step)
     pending = Pending()
     tracer = profiling.StepTracer(workdir, start_step, profile_steps, is_writer)
     try:
@@ -198,8 +209,6 @@ def train_and_evaluate(
                     state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
                 tracer.finish(step, step_metrics)
                 pending.add(step, step_metrics)
-                if step == start_step + 1:
-                    host_memory.release_freed_memory()  # What compiling the step freed.
                 log_step = step % config.log_every_steps == 0 or step == total_steps
                 if log_step:  # Host syncs only at log steps (and before saving).
                     reporter.progress(step, pending.checked_mean(checkpointer, config))

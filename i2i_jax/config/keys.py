@@ -275,6 +275,13 @@ KEYS = (
         "global batch of evaluation",  # Rule: check.check_batch_size.
         may_change_on_resume=True,
     ),
+    Key(
+        "compilation_cache_dir",
+        "~/.cache/i2i_jax/compilation_cache",
+        "XLA's compiled programs, kept between runs so that a resume loads its step instead "
+        "of compiling it ('': off; $JAX_COMPILATION_CACHE_DIR, where set, wins)",
+        may_change_on_resume=True,
+    ),
     _count(
         "num_sample_images",
         8,

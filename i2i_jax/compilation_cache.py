@@ -1,0 +1,68 @@
+"""XLA's persistent compilation cache for training processes: a resume after preemption (or
+another run of the same config) loads its compiled step from disk in about a second instead of
+compiling it again, which takes tens of seconds at 256 px on a CPU.
+
+JAX keys each entry by the program, the compiler options and the devices, so a cache is safe to
+share between configs, workdirs and JAX versions; only process 0 of a job writes to it.
+"""
+
+import logging
+import os
+import time
+
+import jax
+import jax.monitoring
+
+from i2i_jax.errors import ConfigError
+
+log = logging.getLogger("i2i_jax")
+ENVIRONMENT_VARIABLE = "JAX_COMPILATION_CACHE_DIR"
+_HIT = "/jax/compilation_cache/cache_hits"
+_hits = 0
+
+
+def _count_hits(event: str, **_) -> None:
+    global _hits
+    if event == _HIT:
+        _hits += 1
+
+
+jax.monitoring.register_event_listener(_count_hits)
+
+
+def enable(configured: str) -> str | None:
+    """Points JAX's compilation cache at `configured` (`~` expanded, created if missing), or at
+    $JAX_COMPILATION_CACHE_DIR where that is set; '' turns the cache off. Returns the directory
+    in use, None when off. Call it before the first compilation."""
+    if not configured:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    directory = os.environ.get(ENVIRONMENT_VARIABLE) or os.path.expanduser(configured)
+    if "://" not in directory:  # A bucket (gs://...) needs no directory made.
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                "compilation_cache_dir",
+                directory,
+                f"cannot be created as a directory ({error.strerror})",
+                "--config.compilation_cache_dir=<a writable directory>, or '' to compile "
+                "every run afresh",
+            ) from error
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
+
+
+def compile_logged(name: str, function, *args):
+    """`function` (a jitted function) compiled for `args`, with one log line saying how long
+    tracing and compiling took and whether the program came from the cache (which saves only
+    the compile: tracing to StableHLO happens in every process)."""
+    hits_before, start = _hits, time.perf_counter()
+    lowered = function.lower(*args)
+    traced = time.perf_counter()
+    compiled = lowered.compile()
+    done = time.perf_counter()
+    source = "loaded from the compilation cache" if _hits > hits_before else "compiled"
+    log.info("%s: traced in %.1f s, %s in %.1f s", name, traced - start, source, done - traced)
+    return compiled
