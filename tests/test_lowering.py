@@ -13,6 +13,7 @@ import pytest
 
 from i2i_jax import models
 from i2i_jax.models import conv_forms, layers
+from i2i_jax.models.winograd import winograd_conv
 
 from helpers import conv_transpose_by_definition
 
@@ -194,6 +195,7 @@ def test_cpu_forms_average_gradients_over_devices_like_one_device():
         (lambda x, w: conv_forms.cpu_conv(x, w, 2, 1), (4, 16, 16, 40), (4, 4, 40, 24)),
         (lambda x, w: conv_forms.cpu_conv(x, w, 1, 0), (4, 16, 16, 8), (7, 7, 8, 3)),
         (lambda x, w: conv_forms.im2col_conv(x, w, 2, 1), (4, 8, 8, 8), (4, 4, 8, 6)),
+        (lambda x, w: winograd_conv(x, w, 1, 4), (4, 12, 12, 8), (3, 3, 8, 6)),
         (lambda x, w: conv_forms.gemm_conv_transpose(x, w, 1, 0), (4, 4, 4, 8), (4, 4, 6, 8)),
     ]
     for function, x_shape, w_shape in cases:
