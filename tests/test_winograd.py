@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from i2i_jax.models import conv_forms
+from i2i_jax.models import conv_forms, layers
 from i2i_jax.models.winograd import transforms, winograd_conv
 
 # (m, r, padding, height, width): every tile size, whole and partial tiles, both paddings.
@@ -70,13 +70,16 @@ def test_f23_transforms_are_lavin_and_grays():
 
 
 def test_cpu_best_conv_takes_winograd_only_where_it_pays():
-    def forms(x_shape, kernel_shape, stride):
+    def forms(x_shape, kernel_shape, stride, winograd=True):
         x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
         kernel = jax.ShapeDtypeStruct(kernel_shape, jnp.float32)
-        jaxpr = jax.make_jaxpr(lambda x, k: conv_forms.cpu_best_conv(x, k, stride, 0))(x, kernel)
+        jaxpr = jax.make_jaxpr(lambda x, k: conv_forms.cpu_best_conv(x, k, stride, 0, winograd))(
+            x, kernel
+        )
         return "winograd_conv" in str(jaxpr)
 
     assert forms((1, 66, 66, 256), (3, 3, 256, 256), 1)  # CycleGAN 256's ResNet blocks
+    assert not forms((1, 66, 66, 256), (3, 3, 256, 256), 1, winograd=False)
     assert not forms((1, 34, 34, 256), (3, 3, 256, 256), 1)  # CycleGAN 128's
     assert not forms((1, 66, 66, 256), (3, 3, 256, 256), 2)
     assert not forms((1, 130, 130, 64), (3, 3, 64, 64), 1)
@@ -92,3 +95,18 @@ def test_winograd_exports():
     np.testing.assert_allclose(
         restored.call(x, kernel), conv_forms.native_conv(x, kernel, 1, 1), rtol=1e-5, atol=1e-4
     )
+
+
+def test_the_winograd_lowering_of_a_resnet_block_conv_is_xlas():
+    """The layer as CycleGAN 256's ResNet blocks use it (66 x 66 x 256, padding 0), where
+    `conv_lowering=winograd` takes F(4, 3): outputs and both gradients."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(1, 66, 66, 256)), jnp.float32)
+    results = {}
+    for lowering in ("native", "winograd"):
+        layer = layers.Conv(256, 3, 0, lowering=lowering)
+        params = layer.init(jax.random.PRNGKey(0), x)
+        y, vjp = jax.vjp(jax.jit(layer.apply), params, x)
+        results[lowering] = (y, *jax.tree.leaves(vjp(jnp.sin(y))))
+    for got, expected in zip(results["winograd"], results["native"], strict=True):
+        assert _relative_error(got, expected) < 2e-5

@@ -19,7 +19,7 @@ import numpy as np
 from i2i_jax.models.custom_gradients import summed_like_autodiff
 from i2i_jax.models.winograd import winograd_conv
 
-LOWERINGS = ("auto", "native", "cpu")
+LOWERINGS = ("auto", "native", "cpu", "winograd")
 
 
 def native_conv(x, kernel, stride: int, padding: int):
@@ -166,13 +166,17 @@ def _winograd_pays(x, kernel, stride: int) -> bool:
     )
 
 
-def cpu_best_conv(x, kernel, stride: int, padding: int):
-    """The fastest form on XLA:CPU: `im2col_conv` for tiny outputs, Winograd F(4, 3) for wide
-    3x3 stride-1 convolutions of large images, else `cpu_conv`."""
+def cpu_best_conv(x, kernel, stride: int, padding: int, winograd: bool = False):
+    """The fastest form on XLA:CPU: `im2col_conv` for tiny outputs, with `winograd` Winograd
+    F(4, 3) for wide 3x3 stride-1 convolutions of large images, else `cpu_conv`.
+
+    Winograd is opt-in (`conv_lowering=winograd`) because of its compile time: each one is a
+    few hundred small ops, 2 s of XLA:CPU compile per convolution with its gradients, and a
+    CycleGAN 256 train step has 108 of them (400 s against 27, cached after the first)."""
     size = _spatial_size(x)
     if size is not None and size // (stride * stride) <= _TINY_POSITIONS // 4:
         return im2col_conv(x, kernel, stride, padding)
-    if _winograd_pays(x, kernel, stride):
+    if winograd and _winograd_pays(x, kernel, stride):
         return winograd_conv(x, kernel, padding, _WINOGRAD_TILE)
     return cpu_conv(x, kernel, stride, padding)
 
@@ -273,11 +277,12 @@ def cpu_best_conv_transpose(x, kernel, padding: int, output_padding: int):
 
 def lowered(lowering: str, native: Callable, cpu: Callable, *args):
     """`native(*args)` or `cpu(*args)` by `lowering`; `auto` picks per platform when the step
-    is lowered (cpu on CPU, native on GPU and TPU), so an exported function carries both."""
+    is lowered (cpu on CPU, native on GPU and TPU), so an exported function carries both.
+    `winograd` picks as `auto` does; the layers then pass a `cpu` that may use Winograd."""
     if lowering == "native":
         return native(*args)
     if lowering == "cpu":
         return cpu(*args)
-    if lowering == "auto":
+    if lowering in ("auto", "winograd"):
         return jax.lax.platform_dependent(*args, cpu=cpu, default=native)
     raise ValueError(f"conv_lowering={lowering!r} is not one of {LOWERINGS}")

@@ -201,12 +201,12 @@ class Conv(_Convolution):
     def __call__(self, x):
         k = self.kernel_size
         x, kernel = self.kernel_and_input(x, (k, k, x.shape[-1], self.features))
-        stride, padding = self.stride, self.padding
+        stride, padding, winograd = self.stride, self.padding, self.lowering == "winograd"
         return self.finish(
             lowered(
                 self.lowering,
                 lambda x, k: native_conv(x, k, stride, padding),
-                lambda x, k: cpu_best_conv(x, k, stride, padding),
+                lambda x, k: cpu_best_conv(x, k, stride, padding, winograd),
                 x,
                 kernel,
             )
