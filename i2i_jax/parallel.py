@@ -39,13 +39,16 @@ def jit_train_step(train_step, mesh: Mesh):
 
     `train_step` runs on each device with that device's share of the global batch and must
     reduce across devices itself (`mean_over_devices`, `gather_batch`); `shard_map` checks that
-    everything it returns is the same on every device.
+    everything it returns is the same on every device. On a one-device mesh there is nothing
+    to check, and without the check `mean_over_devices` and `gather_batch` can return their
+    input as it is.
     """
     per_device = jax.shard_map(
         train_step,
         mesh=mesh,
         in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS)),
         out_specs=(PartitionSpec(), PartitionSpec()),
+        check_vma=mesh.devices.size > 1,
     )
     return jax.jit(
         per_device,
@@ -85,15 +88,22 @@ def mean_over_devices(tree):
     Every device holds an equal share of the global batch, so the mean of per-device means is
     the global mean, and the mean of per-device gradients of mean losses is the gradient of the
     global mean loss. The leaves travel as one flat vector: JAX lowers a reduction of a tree to
-    one all-reduce per leaf, which XLA:CPU does not combine.
+    one all-reduce per leaf, which XLA:CPU does not combine. One device skips both: XLA:CPU
+    copies the tree into the vector and again through a one-participant all-reduce, 0.09-0.16 s
+    of a Pix2Pix step at 256 px.
     """
+    if jax.lax.axis_size(DATA_AXIS) == 1:
+        return tree
     flat, unflatten = jax.flatten_util.ravel_pytree(tree)
     return unflatten(jax.lax.pmean(flat, DATA_AXIS))
 
 
 def gather_batch(tree):
     """The global batch of every leaf, in device order, on every device: one all-gather for the
-    whole tree (its leaves are flattened per example and concatenated)."""
+    whole tree (its leaves are flattened per example and concatenated). One device's batch is
+    the global batch already."""
+    if jax.lax.axis_size(DATA_AXIS) == 1:
+        return tree
     leaves, treedef = jax.tree.flatten(tree)
     local = leaves[0].shape[0]
     flat = jnp.concatenate([leaf.reshape(local, -1) for leaf in leaves], axis=1)

@@ -113,3 +113,21 @@ def test_step_updates_the_donated_state_in_place(tiny_config, tiny_cycle_config,
     inputs = set(re.findall(r"%(\S+) = \S+ parameter\(\d+\)", entry))
     copied = [name for name in re.findall(r" copy\(%([^),]+)\)", entry) if name in inputs]
     assert len(inputs) > 50 and copied == [], copied
+
+
+@pytest.mark.parametrize("model", ["pix2pix", pytest.param("cycle_gan", marks=pytest.mark.slow)])
+def test_one_device_step_moves_no_gradients(tiny_config, tiny_cycle_config, model):
+    """On one device a gradient all-reduce would be two copies of every gradient on XLA:CPU
+    (into one vector, then through the collective), and gathering the fakes another copy: with
+    instance norm the step has no collective at all; synchronised batch norm keeps only its
+    small reductions of statistics."""
+    config = tiny_config if model == "pix2pix" else tiny_cycle_config
+    config.norm = "instance"
+    assert compiled_collectives(config, num_devices=1) == []
+    config.norm, config.sync_batch_stats = "batch", True
+    found = compiled_collectives(config, num_devices=1)
+    assert found, "synchronised batch norm lost its statistics reductions"
+    assert all(
+        kind == "all-reduce" and elements < parameter_count(config) // 10
+        for kind, elements in found
+    ), found
