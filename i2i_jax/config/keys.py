@@ -107,9 +107,9 @@ KEYS = (
         choices=DTYPES,
     ),
     Key("sync_batch_stats", True, "batch-norm statistics over the global batch (else per device)"),
-    # auto: the CPU forms of the convolutions on CPU, XLA's own elsewhere. winograd: auto, and
-    # Winograd F(4,3) for the wide 3x3 convolutions of large images on CPU (ResNet blocks at
-    # 256 px): faster steps, a first compile of minutes.
+    # auto: on CPU the CPU forms of the convolutions, Winograd where it pays (the ResNet blocks
+    # and the PatchGAN's widest conv at 256 px); XLA's own elsewhere. cpu: the direct CPU forms
+    # (the reference's FLOPs) on every platform; winograd: auto's CPU forms on every platform.
     Key(
         "conv_lowering",
         "auto",

@@ -147,37 +147,37 @@ def im2col_conv(x, kernel, stride: int, padding: int):
 # Images with at most this many positions count as tiny for the GEMM forms.
 _TINY_POSITIONS = 256
 
-# Where Winograd F(4, 3) beats `cpu_conv` for a 3x3 stride-1 convolution (measured, forward
-# + both gradients, batch 1, 2 cores): at 64 x 64 x 256 -> 256 by 1.3-1.4x; at 32 x 32 x 256
-# (36 GEMMs of 64 rows) and at 128 x 128 x 64 (GEMMs too thin for the transforms' cost) it loses.
-_WINOGRAD_MIN_POSITIONS = 64 * 64
+# Where Winograd beats `cpu_conv` (measured, forward + both gradients, batch 1, 2 cores):
+# F(4, 3) for the 3x3 convolutions at 64 x 64 x 256 -> 256 (CycleGAN's ResNet blocks at 256 px)
+# by 1.6x; F(3, 4) for the 4x4 stride-1 convolution at 32 x 32 x 256 -> 512 (the PatchGAN's
+# widest, at 256 px) by 1.5x. At 32 x 32 x 256 (3x3) and 16 x 16 x 256 (4x4) the GEMMs are too
+# short for the transforms' cost and Winograd ties or loses.
+_WINOGRAD_TILES = {3: (4, 64 * 64), 4: (3, 32 * 32)}  # kernel size: (tile m, min positions)
 _WINOGRAD_MIN_CHANNELS = 256
-_WINOGRAD_TILE = 4
 
 
-def _winograd_pays(x, kernel, stride: int) -> bool:
+def _winograd_tile(x, kernel, stride: int) -> int | None:
+    """The Winograd tile m that pays for this convolution, or None."""
     size = _spatial_size(x)
-    return (
-        kernel.shape[:2] == (3, 3)
-        and stride == 1
-        and size is not None
-        and size >= _WINOGRAD_MIN_POSITIONS
-        and min(kernel.shape[2:]) >= _WINOGRAD_MIN_CHANNELS
-    )
+    k = kernel.shape[0]
+    if stride != 1 or kernel.shape[1] != k or k not in _WINOGRAD_TILES or size is None:
+        return None
+    m, min_positions = _WINOGRAD_TILES[k]
+    if size >= min_positions and min(kernel.shape[2:]) >= _WINOGRAD_MIN_CHANNELS:
+        return m
+    return None
 
 
 def cpu_best_conv(x, kernel, stride: int, padding: int, winograd: bool = False):
-    """The fastest form on XLA:CPU: `im2col_conv` for tiny outputs, with `winograd` Winograd
-    F(4, 3) for wide 3x3 stride-1 convolutions of large images, else `cpu_conv`.
-
-    Winograd is opt-in (`conv_lowering=winograd`) because of its compile time: each one is a
-    few hundred small ops, 2 s of XLA:CPU compile per convolution with its gradients, and a
-    CycleGAN 256 train step has 108 of them (400 s against 27, cached after the first)."""
+    """The fastest form on XLA:CPU: `im2col_conv` for tiny outputs, with `winograd` a Winograd
+    form for the wide stride-1 convolutions of large images (`_winograd_tile`), else
+    `cpu_conv`. `winograd=False` keeps the direct arithmetic, whose FLOPs are the reference's."""
     size = _spatial_size(x)
     if size is not None and size // (stride * stride) <= _TINY_POSITIONS // 4:
         return im2col_conv(x, kernel, stride, padding)
-    if winograd and _winograd_pays(x, kernel, stride):
-        return winograd_conv(x, kernel, padding, _WINOGRAD_TILE)
+    tile = _winograd_tile(x, kernel, stride) if winograd else None
+    if tile is not None:
+        return winograd_conv(x, kernel, padding, tile)
     return cpu_conv(x, kernel, stride, padding)
 
 
@@ -278,11 +278,12 @@ def cpu_best_conv_transpose(x, kernel, padding: int, output_padding: int):
 def lowered(lowering: str, native: Callable, cpu: Callable, *args):
     """`native(*args)` or `cpu(*args)` by `lowering`; `auto` picks per platform when the step
     is lowered (cpu on CPU, native on GPU and TPU), so an exported function carries both.
-    `winograd` picks as `auto` does; the layers then pass a `cpu` that may use Winograd."""
+    `cpu` and `winograd` take `cpu` on every platform; the layers pass a `cpu` that uses
+    Winograd where it pays for `auto` and `winograd`, and the direct forms alone for `cpu`."""
     if lowering == "native":
         return native(*args)
-    if lowering == "cpu":
+    if lowering in ("cpu", "winograd"):
         return cpu(*args)
-    if lowering in ("auto", "winograd"):
+    if lowering == "auto":
         return jax.lax.platform_dependent(*args, cpu=cpu, default=native)
     raise ValueError(f"conv_lowering={lowering!r} is not one of {LOWERINGS}")

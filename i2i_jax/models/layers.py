@@ -201,7 +201,7 @@ class Conv(_Convolution):
     def __call__(self, x):
         k = self.kernel_size
         x, kernel = self.kernel_and_input(x, (k, k, x.shape[-1], self.features))
-        stride, padding, winograd = self.stride, self.padding, self.lowering == "winograd"
+        stride, padding, winograd = self.stride, self.padding, self.lowering != "cpu"
         return self.finish(
             lowered(
                 self.lowering,
