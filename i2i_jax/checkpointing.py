@@ -33,6 +33,7 @@ class Checkpointer:
         self.every_steps = every_steps
         self.workdir = workdir if "://" in workdir else os.path.abspath(workdir)
         self.keep = keep
+        self.write_failed = False  # Set once a failed write has been reported.
         self.manager = self._open_manager()
 
     def _open_manager(self) -> ocp.CheckpointManager:
@@ -118,15 +119,27 @@ class Checkpointer:
             raise self._write_failed(step, error) from error
 
     def close(self) -> None:
-        """Waits for the last asynchronous write, then releases the manager."""
+        """Waits for the last asynchronous write, then releases the manager. A failed write is
+        reported once: orbax raises it again from `close`, also after `maybe_save` reported it,
+        and that second raise must not replace the first report."""
+        report = None
         try:
             self.manager.wait_until_finished()
         except Exception as error:
-            raise self._write_failed(None, error) from error
-        finally:
+            if not self.write_failed:
+                report = self._write_failed(None, error)
+                report.__cause__ = error
+        failed = self.write_failed
+        try:
             self.manager.close()
+        except Exception:
+            if not failed:
+                raise
+        if report is not None:
+            raise report
 
     def _write_failed(self, step: int | None, error: Exception) -> CheckpointWriteError:
+        self.write_failed = True
         self.manager.reload()
         kept = self.manager.all_steps()
         when = f" (noticed when saving step {step})" if step is not None else ""

@@ -99,3 +99,21 @@ def test_a_checkpoint_write_that_fails_mid_run_keeps_the_earlier_ones(small_disk
     checkpointer = Checkpointer(str(workdir), 1, 40)
     assert int(checkpointer.restore_latest(template).step) == latest >= 2
     checkpointer.close()
+
+
+def test_closing_after_a_reported_write_failure_keeps_that_report(small_disk):
+    """orbax raises a failed asynchronous write again when the manager closes; `train` closes
+    the checkpointer in a `finally`, so that second raise would replace the clear error."""
+    config = get_config("pix2pix")
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state = parallel.init_replicated(tasks.build_task(config, 4).init_state, 0, mesh)
+    checkpointer = Checkpointer(str(small_disk / "run"), 1, 40)
+    checkpointer.maybe_save(1, state)
+    checkpointer.manager.wait_until_finished()
+    fill(small_disk)
+    with pytest.raises(CheckpointWriteError):  # The failed write surfaces in a later save.
+        for step in range(2, 40):
+            checkpointer.maybe_save(step, state)
+            threading.Event().wait(0.2)
+    checkpointer.close()  # Raises nothing more: the failure was reported above.
+    assert checkpointer.write_failed
