@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from i2i_jax import host_memory
+from i2i_jax import allocator, host_memory
 from i2i_jax.machine import busy_jiffies, peak_gflops, process_jiffies, usable_cores
 
 _PAUSE_S = 0.5
@@ -186,7 +186,10 @@ def serve(framework: str, row: dict) -> None:
 
 class WorkerProcess:
     def __init__(self, framework: str, row: dict):
-        env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+        # The JAX worker runs under the allocator training runs under (`allocator`); the
+        # PyTorch baseline as its users run it, with the C library's malloc.
+        env = allocator.environment() if framework == "jax" else dict(os.environ)
+        env["JAX_PLATFORMS"] = os.environ.get("JAX_PLATFORMS", "cpu")
         env.pop("JAX_NUM_CPU_DEVICES", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "i2i_jax.compare_torch", framework, json.dumps(row)],

@@ -4,7 +4,8 @@ its peak.
 glibc's malloc keeps freed heap memory for reuse rather than giving it back. Building the
 train state and compiling the step free several hundred MB that the step itself never needs
 again (0.5 to 0.9 GB at 256 px), which would otherwise stay in the process's resident memory
-for the whole run. `malloc_trim` hands it back.
+for the whole run. `malloc_trim` hands it back, or tcmalloc's own call where that is the
+allocator.
 """
 
 import ctypes
@@ -22,8 +23,20 @@ def _malloc_trim():
     return getattr(library, "malloc_trim", None)
 
 
+@functools.cache
+def _tcmalloc_release():
+    """tcmalloc's `MallocExtension_ReleaseFreeMemory` where tcmalloc is this process's
+    allocator (see `allocator`), else None: glibc's `malloc_trim` cannot reach its memory."""
+    return getattr(ctypes.CDLL(None), "MallocExtension_ReleaseFreeMemory", None)
+
+
 def release_freed_memory() -> bool:
-    """Gives freed heap memory back to the OS; True if there was some to give back."""
+    """Gives freed heap memory back to the OS; True if there was some to give back (always
+    True under tcmalloc, which does not say)."""
+    release = _tcmalloc_release()
+    if release:
+        release()
+        return True
     trim = _malloc_trim()
     return bool(trim and trim(0))
 

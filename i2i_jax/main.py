@@ -9,6 +9,15 @@ one process of a multi-process job (TPU pod slice, GPU cluster) with `--distribu
 launch/README.md.
 """
 
+from i2i_jax import allocator, cli
+from i2i_jax.errors import UserError
+
+if __name__ == "__main__":
+    try:  # Before the imports below (seconds of them), which the replaced process repeats.
+        allocator.run_under_tcmalloc()
+    except UserError as error:
+        cli.exit_with(str(error))
+
 import difflib
 import logging
 import runpy
@@ -17,7 +26,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2i_jax import cli, compilation_cache, distributed, train
+from i2i_jax import compilation_cache, distributed, train
 from i2i_jax import config as config_lib
 
 __doc__ += (
@@ -113,6 +122,7 @@ def start() -> None:
     )
     log = logging.getLogger("i2i_jax")
     log.info("%s", distributed.describe_devices())
+    log.info("%s", allocator.describe())
     if not distributed.is_first_process():
         log.setLevel(logging.WARNING)
 

@@ -1,0 +1,89 @@
+"""Training processes replace themselves by the same command under tcmalloc: same PID (what a
+scheduler signals), same arguments, and only once; `$I2I_JAX_MALLOC=system` or a machine
+without tcmalloc keeps the C library's malloc."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from i2i_jax import allocator
+
+# Prints a line on every start, then what the process runs under after asking for tcmalloc.
+_PROGRAM = """
+import json, os, sys
+from i2i_jax import allocator
+print("start", os.getpid(), flush=True)
+allocator.run_under_tcmalloc()
+print(json.dumps({"pid": os.getpid(), "argv": sys.argv[1:], "tcmalloc": allocator.tcmalloc_loaded(),
+                  "describe": allocator.describe()}))
+"""
+
+
+def _run(**env):
+    environ = {k: v for k, v in os.environ.items() if k != allocator.ENVIRONMENT_VARIABLE}
+    return subprocess.run(
+        [sys.executable, "-c", _PROGRAM, "--flag=1", "two words"],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+    )
+
+
+def _starts_and_result(completed):
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    return [line for line in lines if line.startswith("start")], json.loads(lines[-1])
+
+
+@pytest.mark.skipif(
+    allocator.tcmalloc_library() is None, reason=f"no tcmalloc ({allocator.INSTALL_HINT})"
+)
+def test_a_process_replaces_itself_once_under_tcmalloc_keeping_pid_and_arguments():
+    starts, result = _starts_and_result(_run())
+    assert len(starts) == 2, starts  # The original start and its replacement, no more.
+    assert starts[0] == starts[1] == f"start {result['pid']}"
+    assert result["argv"] == ["--flag=1", "two words"]
+    assert result["tcmalloc"] and result["describe"] == "host allocator: tcmalloc"
+
+
+def test_system_keeps_the_c_librarys_malloc_without_restarting():
+    starts, result = _starts_and_result(_run(**{allocator.ENVIRONMENT_VARIABLE: "system"}))
+    assert len(starts) == 1
+    assert not result["tcmalloc"]
+    assert "I2I_JAX_MALLOC=system" in result["describe"]
+
+
+def test_a_machine_without_tcmalloc_runs_on_and_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(allocator, "tcmalloc_library", lambda: None)
+    monkeypatch.delenv(allocator.ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    assert "LD_PRELOAD" not in allocator.environment()
+    if not allocator.tcmalloc_loaded():
+        assert allocator.INSTALL_HINT in allocator.describe()
+
+
+def test_the_environment_keeps_a_users_preloads_and_release_rate(monkeypatch):
+    monkeypatch.setattr(allocator, "tcmalloc_library", lambda: "libtcmalloc_minimal.so.4")
+    env = allocator.environment({"LD_PRELOAD": "libmine.so", "TCMALLOC_RELEASE_RATE": "3"})
+    assert env["LD_PRELOAD"] == "libtcmalloc_minimal.so.4 libmine.so"
+    assert env["TCMALLOC_RELEASE_RATE"] == "3"
+    assert allocator.environment({"LD_PRELOAD": "/opt/libtcmalloc.so"})["LD_PRELOAD"] == (
+        "/opt/libtcmalloc.so"
+    )
+
+
+def test_a_bad_choice_names_the_variable_and_the_fix():
+    completed = subprocess.run(
+        [sys.executable, "-m", "i2i_jax.main", "--config=configs/pix2pix_synthetic.py"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, allocator.ENVIRONMENT_VARIABLE: "jemalloc"},
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert completed.returncode == 1
+    assert "$I2I_JAX_MALLOC='jemalloc' is not one of ('tcmalloc', 'system')" in completed.stderr
+    assert "Fix: export I2I_JAX_MALLOC=" in completed.stderr
+    assert "Traceback" not in completed.stderr
