@@ -9,9 +9,15 @@ with at Google, keeps freed spans for the next step: under 1 k faults a step, an
 about a quarter faster (docs/performance.md). Freed memory still goes back to the OS when the
 process asks (`host_memory.release_freed_memory`) and gradually otherwise.
 
+The price is memory for CycleGAN: its step's scratch block (0.73 GB at 128 px) is freed between
+steps, and once a small allocation lands in the freed span the next step needs a second one
+(peak RSS 2.54 GB against glibc's 1.83 at 128 px, 7.2 against 4.3 GB at 256 px, while its
+steps gain only 5-10 %). So `auto` (the default) takes tcmalloc for Pix2Pix and glibc's
+malloc for CycleGAN; `$I2I_JAX_MALLOC=tcmalloc` or `=system` decides for every model.
+
 The allocator is chosen when a process starts (the dynamic loader's LD_PRELOAD), so
 `python -m i2i_jax.main` replaces itself, same PID, same arguments, by itself under tcmalloc
-before it imports anything heavy. `$I2I_JAX_MALLOC=system` keeps glibc's malloc.
+before it imports anything heavy.
 """
 
 import ctypes
@@ -22,7 +28,8 @@ import sys
 from i2i_jax.errors import UsageError
 
 ENVIRONMENT_VARIABLE = "I2I_JAX_MALLOC"
-CHOICES = ("tcmalloc", "system")
+CHOICES = ("auto", "tcmalloc", "system")
+TCMALLOC_MODELS = ("pix2pix",)  # The models `auto` runs under tcmalloc (see above).
 # tcmalloc returns freed memory to the OS at this rate (gperftools' default 1): at 10 the
 # CycleGAN 128 step's peak RSS stayed at glibc's (1.85 GB), at 1 it grew to 2.6 GB.
 _RELEASE_RATE = "10"
@@ -32,14 +39,20 @@ INSTALL_HINT = "apt install libtcmalloc-minimal4 (Debian/Ubuntu) or gperftools"
 
 
 def choice(environ=os.environ) -> str:
-    value = environ.get(ENVIRONMENT_VARIABLE, "tcmalloc")
+    value = environ.get(ENVIRONMENT_VARIABLE, "auto")
     if value not in CHOICES:
         raise UsageError(
             f"${ENVIRONMENT_VARIABLE}={value!r} is not one of {CHOICES}.\n"
-            f"Fix: export {ENVIRONMENT_VARIABLE}=tcmalloc (the default) or "
-            f"{ENVIRONMENT_VARIABLE}=system, or unset it"
+            f"Fix: export {ENVIRONMENT_VARIABLE}=tcmalloc or {ENVIRONMENT_VARIABLE}=system, or "
+            "unset it (auto: tcmalloc for Pix2Pix, the C library's malloc for CycleGAN)"
         )
     return value
+
+
+def wants_tcmalloc(model: str | None, environ=os.environ) -> bool:
+    """Whether a process training `model` (None: not known) should run under tcmalloc."""
+    value = choice(environ)
+    return value == "tcmalloc" or (value == "auto" and model in TCMALLOC_MODELS)
 
 
 def tcmalloc_library() -> str | None:
@@ -56,11 +69,12 @@ def tcmalloc_loaded() -> bool:
     return hasattr(ctypes.CDLL(None), "MallocExtension_ReleaseFreeMemory")
 
 
-def environment(environ=os.environ) -> dict[str, str]:
-    """`environ` for a process that should run under tcmalloc: LD_PRELOAD names it (and
-    TCMALLOC_RELEASE_RATE is set, unless given) where it is found and chosen; else unchanged."""
+def environment(model: str | None, environ=os.environ) -> dict[str, str]:
+    """`environ` for a process training `model`: where it should run under tcmalloc and
+    tcmalloc is found, LD_PRELOAD names it (and TCMALLOC_RELEASE_RATE is set, unless given);
+    else unchanged."""
     env = dict(environ)
-    library = tcmalloc_library() if choice(environ) == "tcmalloc" else None
+    library = tcmalloc_library() if wants_tcmalloc(model, environ) else None
     preloaded = env.get("LD_PRELOAD", "")
     if library is None or "tcmalloc" in preloaded:
         return env
@@ -69,13 +83,13 @@ def environment(environ=os.environ) -> dict[str, str]:
     return env
 
 
-def run_under_tcmalloc() -> None:
+def run_under_tcmalloc(model: str | None) -> None:
     """Replaces this process by the same command under tcmalloc (`os.execve`: the PID, the
-    arguments and the rest of the environment stay), unless it is loaded already, not found,
-    not chosen, or this process is that replacement."""
+    arguments and the rest of the environment stay) where `environment` asks for it, unless
+    tcmalloc is loaded already or this process is that replacement."""
     if tcmalloc_loaded() or os.environ.get(_REEXECUTED):
         return
-    env = environment()
+    env = environment(model)
     if env.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD"):
         return
     env[_REEXECUTED] = "1"
@@ -84,12 +98,16 @@ def run_under_tcmalloc() -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
-def describe() -> str:
-    """One log line: which allocator this process runs, and how to get tcmalloc if it is not."""
+def describe(model: str | None) -> str:
+    """One log line: which allocator this process runs, and how to get tcmalloc where it
+    would run under it but does not."""
     if tcmalloc_loaded():
         return "host allocator: tcmalloc"
-    if choice() == "system":
-        return f"host allocator: the C library's malloc (${ENVIRONMENT_VARIABLE}=system)"
+    if not wants_tcmalloc(model):
+        return (
+            f"host allocator: the C library's malloc (${ENVIRONMENT_VARIABLE}={choice()}, "
+            f"model {model})"
+        )
     return (
         "host allocator: the C library's malloc (tcmalloc not found; XLA:CPU's steps run "
         f"faster under it: {INSTALL_HINT})"

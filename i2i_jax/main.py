@@ -9,18 +9,19 @@ one process of a multi-process job (TPU pod slice, GPU cluster) with `--distribu
 launch/README.md.
 """
 
-from i2i_jax import allocator, cli
+import sys
+
+from i2i_jax import allocator, cli, config_file
 from i2i_jax.errors import UserError
 
 if __name__ == "__main__":
     try:  # Before the imports below (seconds of them), which the replaced process repeats.
-        allocator.run_under_tcmalloc()
+        allocator.run_under_tcmalloc(config_file.model(sys.argv))
     except UserError as error:
         cli.exit_with(str(error))
 
 import difflib
 import logging
-import runpy
 
 import ml_collections
 from absl import app, flags
@@ -82,18 +83,9 @@ def unknown_override(argv: list[str]) -> str | None:
     """What is wrong with the first `--config.<key>=...` whose key the config file lacks, found
     by loading the file and walking its keys (ml_collections' own error text changes between
     versions); None if every override names a key."""
-    path = next(
-        (
-            argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg[len("--config=") :]
-            for i, arg in enumerate(argv)
-            if arg == "--config" or arg.startswith("--config=")
-        ),
-        None,
-    )
-    if not path:
+    config = config_file.load(argv)
+    if config is None:
         return None
-    path, _, argument = path.partition(":")
-    config = runpy.run_path(path)["get_config"](*([argument] if argument else []))
     for arg in argv:
         if not arg.startswith("--config."):
             continue
@@ -122,7 +114,7 @@ def start() -> None:
     )
     log = logging.getLogger("i2i_jax")
     log.info("%s", distributed.describe_devices())
-    log.info("%s", allocator.describe())
+    log.info("%s", allocator.describe(CONFIG.value.model))
     if not distributed.is_first_process():
         log.setLevel(logging.WARNING)
 

@@ -1,6 +1,7 @@
-"""Training processes replace themselves by the same command under tcmalloc: same PID (what a
-scheduler signals), same arguments, and only once; `$I2I_JAX_MALLOC=system` or a machine
-without tcmalloc keeps the C library's malloc."""
+"""Training processes replace themselves by the same command under tcmalloc where their model
+runs faster under it without more memory (Pix2Pix): same PID (what a scheduler signals), same
+arguments, and only once; CycleGAN, `$I2I_JAX_MALLOC=system` or a machine without tcmalloc keep
+the C library's malloc."""
 
 import json
 import os
@@ -9,70 +10,98 @@ import sys
 
 import pytest
 
-from i2i_jax import allocator
+from i2i_jax import allocator, config_file
 
-# Prints a line on every start, then what the process runs under after asking for tcmalloc.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Prints a line on every start, then what the process runs under after asking for tcmalloc for
+# the model its command line names, as `main` does.
 _PROGRAM = """
 import json, os, sys
-from i2i_jax import allocator
+from i2i_jax import allocator, config_file
 print("start", os.getpid(), flush=True)
-allocator.run_under_tcmalloc()
-print(json.dumps({"pid": os.getpid(), "argv": sys.argv[1:], "tcmalloc": allocator.tcmalloc_loaded(),
-                  "describe": allocator.describe()}))
+model = config_file.model(sys.argv)
+allocator.run_under_tcmalloc(model)
+print(json.dumps({"pid": os.getpid(), "argv": sys.argv[1:], "model": model,
+                  "tcmalloc": allocator.tcmalloc_loaded(), "describe": allocator.describe(model)}))
 """
 
+needs_tcmalloc = pytest.mark.skipif(
+    allocator.tcmalloc_library() is None, reason=f"no tcmalloc ({allocator.INSTALL_HINT})"
+)
 
-def _run(**env):
+
+def _run(*args, **env):
     environ = {k: v for k, v in os.environ.items() if k != allocator.ENVIRONMENT_VARIABLE}
-    return subprocess.run(
-        [sys.executable, "-c", _PROGRAM, "--flag=1", "two words"],
+    completed = subprocess.run(
+        [sys.executable, "-c", _PROGRAM, *args],
         capture_output=True,
         text=True,
         env={**environ, **env},
+        cwd=ROOT,
     )
-
-
-def _starts_and_result(completed):
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     return [line for line in lines if line.startswith("start")], json.loads(lines[-1])
 
 
-@pytest.mark.skipif(
-    allocator.tcmalloc_library() is None, reason=f"no tcmalloc ({allocator.INSTALL_HINT})"
-)
-def test_a_process_replaces_itself_once_under_tcmalloc_keeping_pid_and_arguments():
-    starts, result = _starts_and_result(_run())
+@needs_tcmalloc
+def test_pix2pix_replaces_itself_once_under_tcmalloc_keeping_pid_and_arguments():
+    args = ["--config=configs/pix2pix_synthetic.py", "--workdir", "two words"]
+    starts, result = _run(*args)
     assert len(starts) == 2, starts  # The original start and its replacement, no more.
     assert starts[0] == starts[1] == f"start {result['pid']}"
-    assert result["argv"] == ["--flag=1", "two words"]
+    assert result["argv"] == args
+    assert result["model"] == "pix2pix"
     assert result["tcmalloc"] and result["describe"] == "host allocator: tcmalloc"
 
 
-def test_system_keeps_the_c_librarys_malloc_without_restarting():
-    starts, result = _starts_and_result(_run(**{allocator.ENVIRONMENT_VARIABLE: "system"}))
+def test_cyclegan_keeps_the_c_librarys_malloc_without_restarting():
+    starts, result = _run("--config=configs/cyclegan_synthetic.py")
     assert len(starts) == 1
-    assert not result["tcmalloc"]
-    assert "I2I_JAX_MALLOC=system" in result["describe"]
+    assert result["model"] == "cycle_gan" and not result["tcmalloc"]
+    assert "I2I_JAX_MALLOC=auto, model cycle_gan" in result["describe"]
+
+
+@needs_tcmalloc
+def test_the_environment_variable_decides_for_every_model():
+    starts, result = _run(
+        "--config=configs/pix2pix_synthetic.py",
+        "--config.model=cycle_gan",
+        **{allocator.ENVIRONMENT_VARIABLE: "tcmalloc"},
+    )
+    assert len(starts) == 2 and result["tcmalloc"]
+    starts, result = _run(
+        "--config=configs/pix2pix_synthetic.py", **{allocator.ENVIRONMENT_VARIABLE: "system"}
+    )
+    assert len(starts) == 1 and not result["tcmalloc"]
+
+
+def test_the_model_comes_from_the_last_override_or_the_file():
+    file = ["--config", os.path.join(ROOT, "configs/cyclegan_horse2zebra.py")]
+    assert config_file.model(file) == "cycle_gan"
+    assert config_file.model([*file, "--config.model=pix2pix"]) == "pix2pix"
+    assert config_file.model(["--config=/no/such/config.py"]) is None
+    assert config_file.model(["--workdir=x"]) is None
 
 
 def test_a_machine_without_tcmalloc_runs_on_and_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(allocator, "tcmalloc_library", lambda: None)
     monkeypatch.delenv(allocator.ENVIRONMENT_VARIABLE, raising=False)
-    monkeypatch.delenv("LD_PRELOAD", raising=False)
-    assert "LD_PRELOAD" not in allocator.environment()
-    if not allocator.tcmalloc_loaded():
-        assert allocator.INSTALL_HINT in allocator.describe()
+    env = allocator.environment("pix2pix", {"PATH": "/bin"})
+    assert env == {"PATH": "/bin"}
+    assert allocator.INSTALL_HINT in allocator.describe("pix2pix")  # This process: glibc.
 
 
 def test_the_environment_keeps_a_users_preloads_and_release_rate(monkeypatch):
     monkeypatch.setattr(allocator, "tcmalloc_library", lambda: "libtcmalloc_minimal.so.4")
-    env = allocator.environment({"LD_PRELOAD": "libmine.so", "TCMALLOC_RELEASE_RATE": "3"})
+    env = allocator.environment(
+        "pix2pix", {"LD_PRELOAD": "libmine.so", "TCMALLOC_RELEASE_RATE": "3"}
+    )
     assert env["LD_PRELOAD"] == "libtcmalloc_minimal.so.4 libmine.so"
     assert env["TCMALLOC_RELEASE_RATE"] == "3"
-    assert allocator.environment({"LD_PRELOAD": "/opt/libtcmalloc.so"})["LD_PRELOAD"] == (
-        "/opt/libtcmalloc.so"
-    )
+    preloaded = {"LD_PRELOAD": "/opt/libtcmalloc.so"}
+    assert allocator.environment("pix2pix", preloaded)["LD_PRELOAD"] == "/opt/libtcmalloc.so"
 
 
 def test_a_bad_choice_names_the_variable_and_the_fix():
@@ -81,9 +110,11 @@ def test_a_bad_choice_names_the_variable_and_the_fix():
         capture_output=True,
         text=True,
         env={**os.environ, allocator.ENVIRONMENT_VARIABLE: "jemalloc"},
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=ROOT,
     )
     assert completed.returncode == 1
-    assert "$I2I_JAX_MALLOC='jemalloc' is not one of ('tcmalloc', 'system')" in completed.stderr
+    assert "$I2I_JAX_MALLOC='jemalloc' is not one of ('auto', 'tcmalloc', 'system')" in (
+        completed.stderr
+    )
     assert "Fix: export I2I_JAX_MALLOC=" in completed.stderr
     assert "Traceback" not in completed.stderr
