@@ -30,8 +30,9 @@ from i2i_jax.errors import UsageError
 ENVIRONMENT_VARIABLE = "I2I_JAX_MALLOC"
 CHOICES = ("auto", "tcmalloc", "system")
 TCMALLOC_MODELS = ("pix2pix",)  # The models `auto` runs under tcmalloc (see above).
-# tcmalloc returns freed memory to the OS at this rate (gperftools' default 1): at 10 the
-# CycleGAN 128 step's peak RSS stayed at glibc's (1.85 GB), at 1 it grew to 2.6 GB.
+# How eagerly tcmalloc hands freed spans back to the OS (gperftools' default 1). The tables
+# in docs/performance.md ran at 10; Pix2Pix 256 b4 peaked at 2.1 GB at either rate, and no
+# rate (1, 10, 100) kept CycleGAN from taking its second scratch span.
 _RELEASE_RATE = "10"
 _LIBRARIES = ("tcmalloc_minimal", "tcmalloc")  # gperftools' library names, leanest first.
 _REEXECUTED = "I2I_JAX_MALLOC_REEXECUTED"  # Set in the replaced process: never loops.
