@@ -25,6 +25,7 @@ import ctypes.util
 import os
 import sys
 
+from i2i_jax import host_memory
 from i2i_jax.errors import UsageError
 
 ENVIRONMENT_VARIABLE = "I2I_JAX_MALLOC"
@@ -67,7 +68,7 @@ def tcmalloc_library() -> str | None:
 
 def tcmalloc_loaded() -> bool:
     """Whether this process allocates through tcmalloc."""
-    return hasattr(ctypes.CDLL(None), "MallocExtension_ReleaseFreeMemory")
+    return host_memory.tcmalloc_release() is not None
 
 
 def environment(model: str | None, environ=os.environ) -> dict[str, str]:

@@ -24,7 +24,7 @@ def _malloc_trim():
 
 
 @functools.cache
-def _tcmalloc_release():
+def tcmalloc_release():
     """tcmalloc's `MallocExtension_ReleaseFreeMemory` where tcmalloc is this process's
     allocator (see `allocator`), else None: glibc's `malloc_trim` cannot reach its memory."""
     return getattr(ctypes.CDLL(None), "MallocExtension_ReleaseFreeMemory", None)
@@ -33,7 +33,7 @@ def _tcmalloc_release():
 def release_freed_memory() -> bool:
     """Gives freed heap memory back to the OS; True if there was some to give back (always
     True under tcmalloc, which does not say)."""
-    release = _tcmalloc_release()
+    release = tcmalloc_release()
     if release:
         release()
         return True
