@@ -54,15 +54,22 @@ def enable(configured: str) -> str | None:
     return directory
 
 
-def compile_logged(name: str, function, *args):
-    """`function` (a jitted function) compiled for `args`, with one log line saying how long
-    tracing and compiling took and whether the program came from the cache (which saves only
-    the compile: tracing to StableHLO happens in every process)."""
+def directory() -> str | None:
+    """The cache directory in use, None when the cache is off."""
+    if not jax.config.jax_enable_compilation_cache:
+        return None
+    return jax.config.jax_compilation_cache_dir
+
+
+def compile_logged(name: str, lower):
+    """`lower()`'s program compiled, with one log line saying how long lowering and compiling
+    took and whether the program came from the cache. `lower()` returns a `jax.stages.Lowered`
+    and how it got it ("traced", or where it read a saved trace from)."""
     hits_before, start = _hits, time.perf_counter()
-    lowered = function.lower(*args)
+    lowered, how = lower()
     traced = time.perf_counter()
     compiled = lowered.compile()
     done = time.perf_counter()
     source = "loaded from the compilation cache" if _hits > hits_before else "compiled"
-    log.info("%s: traced in %.1f s, %s in %.1f s", name, traced - start, source, done - traced)
+    log.info("%s: %s in %.1f s, %s in %.1f s", name, how, traced - start, source, done - traced)
     return compiled

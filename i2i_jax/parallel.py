@@ -35,7 +35,25 @@ def to_global(host_batch, mesh: Mesh):
 
 
 def jit_train_step(train_step, mesh: Mesh):
-    """`(state, batch) -> (state, metrics)` over `mesh`: state replicated and donated.
+    """`(state, batch) -> (state, metrics)` over `mesh`: state replicated and donated; see
+    `sharded_train_step` for what `train_step` must do."""
+    return jit_step(sharded_train_step(train_step, mesh), mesh)
+
+
+def jit_step(step, mesh: Mesh):
+    """`step(state, batch) -> (state, metrics)` jitted over `mesh`: state replicated and
+    donated, batch split along the data axis, metrics replicated."""
+    return jax.jit(
+        step,
+        in_shardings=(replicated(mesh), batch_sharded(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh)),
+        donate_argnums=0,
+        compiler_options=compiler_options(mesh),
+    )
+
+
+def sharded_train_step(train_step, mesh: Mesh):
+    """`train_step` over `mesh` under `shard_map`, not yet jitted.
 
     `train_step` runs on each device with that device's share of the global batch and must
     reduce across devices itself (`mean_over_devices`, `gather_batch`); `shard_map` checks that
@@ -43,19 +61,12 @@ def jit_train_step(train_step, mesh: Mesh):
     to check, and without the check `mean_over_devices` and `gather_batch` can return their
     input as it is.
     """
-    per_device = jax.shard_map(
+    return jax.shard_map(
         train_step,
         mesh=mesh,
         in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS)),
         out_specs=(PartitionSpec(), PartitionSpec()),
         check_vma=mesh.devices.size > 1,
-    )
-    return jax.jit(
-        per_device,
-        in_shardings=(replicated(mesh), batch_sharded(mesh)),
-        out_shardings=(replicated(mesh), replicated(mesh)),
-        donate_argnums=0,
-        compiler_options=compiler_options(mesh),
     )
 
 

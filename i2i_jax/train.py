@@ -19,11 +19,13 @@ from i2i_jax import (
     preemption,
     profiling,
     tasks,
+    traced_steps,
 )
 from i2i_jax import config as config_lib
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
+from i2i_jax.models import conv_forms
 from i2i_jax.reporting import Reporter, image_grid
 
 log = logging.getLogger("i2i_jax")
@@ -156,7 +158,11 @@ def train_and_evaluate(
     # An epoch is a pass over the largest training stream (CycleGAN: the larger domain).
     steps_per_epoch = max(1, max(s.num_examples for s in train_sources) // config.batch_size)
     total_steps = optim.total_steps(config, steps_per_epoch)
-    task = tasks.build_task(config, steps_per_epoch)
+    task_config = config.copy_and_resolve_references()
+    task_config.conv_lowering = conv_forms.for_platform(
+        config.conv_lowering, mesh.devices.flat[0].platform
+    )
+    task = tasks.build_task(task_config, steps_per_epoch)
 
     state = parallel.init_replicated(task.init_state, config.seed, mesh)
     guards.check_free_space(workdir, state)
@@ -177,11 +183,13 @@ def train_and_evaluate(
         jax.process_count(),
     )
     first_batch = next(batches)
-    train_step = compilation_cache.compile_logged(
-        "the train step",
-        parallel.jit_train_step(task.train_step, mesh),
+    train_step = traced_steps.compile_train_step(
+        task.train_step,
+        mesh,
         state,
         parallel.to_global(first_batch, mesh),
+        identity=f"{workdir_config.to_json(task_config)}steps per epoch: {steps_per_epoch}",
+        directory=compilation_cache.directory(),
     )
     batches = itertools.chain([first_batch], batches)
     host_memory.release_freed_memory()  # What compiling the step freed.

@@ -60,8 +60,8 @@ def test_a_directory_that_cannot_be_made_is_a_config_error(cache_settings_restor
 
 @pytest.mark.slow
 def test_a_resumed_run_loads_its_train_step_from_the_cache(tmp_path):
-    """The first run compiles into an empty cache; the same command, resumed after its last
-    checkpoint is lost, loads the step from there."""
+    """The first run traces and compiles into an empty cache; the same command, resumed after
+    its last checkpoint is lost, reads the traced step and loads the compiled one from there."""
     workdir, cache = tmp_path / "run", tmp_path / "cache"
     command = [
         sys.executable,
@@ -97,4 +97,5 @@ def test_a_resumed_run_loads_its_train_step_from_the_cache(tmp_path):
     shutil.rmtree(workdir / "checkpoints" / "4")
     resumed = run()
     assert "at step 2" in resumed, resumed[-3000:]
+    assert "the train step: read its traced program from " in resumed, resumed[-3000:]
     assert ", loaded from the compilation cache in " in resumed, resumed[-3000:]

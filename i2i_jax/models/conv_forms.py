@@ -275,6 +275,16 @@ def cpu_best_conv_transpose(x, kernel, padding: int, output_padding: int):
     return subpixel_conv_transpose(x, kernel, padding, output_padding, cpu_best_conv)
 
 
+def for_platform(lowering: str, platform: str) -> str:
+    """`lowering` with `auto` resolved for a step that will only ever run on `platform`:
+    `auto` traces both platforms' forms and picks one when lowering, and the CPU forms and
+    their custom gradients are most of the tracing (Pix2Pix at 256 px: 4.2 s of tracing and
+    lowering under `auto`, 2.7 s under `winograd`). An exported generator keeps `auto`."""
+    if lowering != "auto":
+        return lowering
+    return "winograd" if platform == "cpu" else "native"
+
+
 def lowered(lowering: str, native: Callable, cpu: Callable, *args):
     """`native(*args)` or `cpu(*args)` by `lowering`; `auto` picks per platform when the step
     is lowered (cpu on CPU, native on GPU and TPU), so an exported function carries both.
