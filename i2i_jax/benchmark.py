@@ -7,7 +7,7 @@ figure is the model's cost, not the input pipeline's.
 
 `--compare_torch` (no --config) instead times i2i_jax against the PyTorch baseline on the rows
 of `compare_torch.ROWS` (Pix2Pix and CycleGAN train steps, generator inference), alternating the
-two; see `compare_torch.py`.
+two; `--platform=gpu` does it on a CUDA GPU; see `compare_torch.py`.
 
 `--scaling=1,2,4,8` instead times the step on each of those numbers of virtual CPU devices, at
 the config's `batch_size` per device, each in a fresh process (the device count is fixed when
@@ -49,6 +49,13 @@ _ROWS = flags.DEFINE_list(
     "rows",
     None,
     "With --compare_torch: the rows to run (names from compare_torch.ROWS; default all).",
+)
+_PLATFORM = flags.DEFINE_enum(
+    "platform",
+    "cpu",
+    list(compare_torch.PLATFORMS),
+    "With --compare_torch: where both frameworks run (gpu: the first CUDA GPU, rows at batch 1 "
+    "and 16).",
 )
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "With --compare_torch: A B rounds per row.")
 _STEPS_PER_ROUND = flags.DEFINE_integer(
@@ -138,13 +145,14 @@ def scaling(device_counts: list[int], per_device_batch: int) -> list[dict]:
 
 def main():
     if _COMPARE_TORCH.value:
-        rows = [row for row in compare_torch.ROWS if not _ROWS.value or row["name"] in _ROWS.value]
+        every_row = compare_torch.PLATFORMS[_PLATFORM.value]
+        rows = [row for row in every_row if not _ROWS.value or row["name"] in _ROWS.value]
         if not rows:
             raise UsageError(
                 f"--rows={','.join(_ROWS.value)} matches none of the rows.\nFix: "
-                f"--rows= some of {[row['name'] for row in compare_torch.ROWS]}"
+                f"--rows= some of {[row['name'] for row in every_row]}"
             )
-        compare_torch.compare(rows, _ROUNDS.value, _STEPS_PER_ROUND.value)
+        compare_torch.compare(rows, _ROUNDS.value, _STEPS_PER_ROUND.value, platform=_PLATFORM.value)
         return
     if _CONFIG.value is None:
         raise UsageError(

@@ -9,6 +9,12 @@ over each one's time), the share of the machine's peak, compile time and peak RS
 ratio i2i_jax / PyTorch (below 1: i2i_jax is faster). It warns when other processes used the
 CPU during the timed steps: the ratios are then not trustworthy.
 
+`--platform=gpu` runs both on the first CUDA GPU instead, on the same rows plus batch 16
+(`GPU_ROWS`): PyTorch timed with `torch.cuda.synchronize`, JAX with `block_until_ready`, each at
+its default float32 precision, `conv_lowering=auto` taking XLA's own convolutions, and each
+side's peak GPU memory beside its RSS. There is no peak % on a GPU. The JAX worker imports no
+TensorFlow: beside jax, flax, optax and torch, ml_collections is all it needs.
+
 The baseline is `i2i_jax/torch_iterations.py` (on the networks of `torch_reference.py`); it
 needs torch (`pip install -e '.[torch]'`).
 """
@@ -24,6 +30,7 @@ import time
 import numpy as np
 
 from i2i_jax import allocator, host_memory
+from i2i_jax.errors import UsageError
 from i2i_jax.machine import busy_jiffies, peak_gflops, process_jiffies, usable_cores
 
 _PAUSE_S = 0.5
@@ -64,6 +71,18 @@ ROWS = (
 )
 
 
+# On a GPU the same rows, and batch 16 where a GPU's throughput shows.
+GPU_ROWS = ROWS + tuple(
+    {**row, "name": row["name"].replace(" b1", " b16"), "batch": 16}
+    for row in ROWS
+    if row["size"] == 256 and row["batch"] == 1
+)
+PLATFORMS = {"cpu": ROWS, "gpu": GPU_ROWS}
+# What each framework calls the platform.
+_JAX_PLATFORM = {"cpu": "cpu", "gpu": "cuda"}
+_TORCH_DEVICE = {"cpu": "cpu", "gpu": "cuda"}
+
+
 # --- Workers --------------------------------------------------------------------------------
 
 
@@ -81,7 +100,7 @@ def jax_config(row: dict):
 class JaxWorker:
     """One row in i2i_jax: the jitted train step of `parallel`, or the generator in eval mode."""
 
-    def __init__(self, row: dict):
+    def __init__(self, row: dict, platform: str):
         import jax
 
         from i2i_jax import models, parallel, step_timing
@@ -121,29 +140,36 @@ class JaxWorker:
             outputs = self.compiled(self.state, *self.args)
         self.jax.block_until_ready(outputs)
 
+    def peak_device_mb(self) -> float | None:
+        """The GPU's peak memory in use (None on the CPU, which has no such figure)."""
+        stats = self.jax.local_devices()[0].memory_stats()
+        return stats["peak_bytes_in_use"] / 2**20 if stats else None
+
 
 class TorchWorker:
     """One row in the PyTorch baseline, on every core."""
 
-    def __init__(self, row: dict):
+    def __init__(self, row: dict, platform: str):
         import torch
         from torch.utils.flop_counter import FlopCounterMode
 
         from i2i_jax import torch_iterations
 
         torch.set_num_threads(usable_cores())
-        self.torch = torch
+        self.torch, self.device = torch, torch.device(_TORCH_DEVICE[platform])
         config = jax_config(row)
         generator = torch.Generator().manual_seed(0)
         shape = (row["batch"], 3, row["size"], row["size"])
-        self.real_a = torch.rand(shape, generator=generator) * 2 - 1
-        self.real_b = torch.rand(shape, generator=generator) * 2 - 1
+        self.real_a = (torch.rand(shape, generator=generator) * 2 - 1).to(self.device)
+        self.real_b = (torch.rand(shape, generator=generator) * 2 - 1).to(self.device)
         options = dict(netG=config.netG, ngf=config.ngf, ndf=config.ndf, norm=config.norm)
         iteration = (
             torch_iterations.Pix2PixIteration
             if row["model"] == "pix2pix"
             else torch_iterations.CycleGANIteration
         )(**options)
+        for net in iteration.nets().values():
+            net.to(self.device)  # In place: the optimizers keep the same parameters.
         if row["kind"] == "train":
             self.run = lambda: iteration(self.real_a, self.real_b)
         else:
@@ -161,12 +187,19 @@ class TorchWorker:
 
     def step(self) -> None:
         self.run()
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def peak_device_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return self.torch.cuda.max_memory_allocated() / 2**20
 
 
-def serve(framework: str, row: dict) -> None:
+def serve(framework: str, row: dict, platform: str) -> None:
     """The worker's loop: builds the row, then answers `run N` with N step times, `rss` with its
-    peak RSS, and stops at `quit`."""
-    worker = (JaxWorker if framework == "jax" else TorchWorker)(row)
+    peak RSS (and peak GPU memory), and stops at `quit`."""
+    worker = (JaxWorker if framework == "jax" else TorchWorker)(row, platform)
     worker.step()  # Warm-up: first-run allocations.
     print(json.dumps({"compile_s": worker.compile_s, "flops": worker.flops}), flush=True)
     for line in sys.stdin:
@@ -179,20 +212,31 @@ def serve(framework: str, row: dict) -> None:
                 times.append(time.perf_counter() - start)
             print(json.dumps({"times": times}), flush=True)
         elif command[0] == "rss":
-            print(json.dumps({"peak_rss_mb": host_memory.peak_rss_mb()}), flush=True)
+            peaks = {"peak_rss_mb": host_memory.peak_rss_mb()}
+            print(json.dumps({**peaks, "peak_device_mb": worker.peak_device_mb()}), flush=True)
         else:
             return
 
 
 class WorkerProcess:
-    def __init__(self, framework: str, row: dict):
+    def __init__(self, framework: str, row: dict, platform: str = "cpu"):
         # The JAX worker runs under the allocator training runs under (`allocator`); the
         # PyTorch baseline as its users run it, with the C library's malloc.
         env = allocator.environment(row["model"]) if framework == "jax" else dict(os.environ)
-        env["JAX_PLATFORMS"] = os.environ.get("JAX_PLATFORMS", "cpu")
+        env["JAX_PLATFORMS"] = _JAX_PLATFORM[platform]
+        # Both workers share the GPU: JAX takes memory as it needs it, as PyTorch does,
+        # instead of 75 % of the GPU up front.
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         env.pop("JAX_NUM_CPU_DEVICES", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "i2i_jax.compare_torch", framework, json.dumps(row)],
+            [
+                sys.executable,
+                "-m",
+                "i2i_jax.compare_torch",
+                framework,
+                json.dumps(row),
+                platform,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -220,12 +264,14 @@ class WorkerProcess:
             self.process.wait(timeout=60)
 
 
-def compare_row(row: dict, rounds: int, steps_per_round: int, peak: float) -> dict:
+def compare_row(
+    row: dict, rounds: int, steps_per_round: int, peak: float | None, platform: str = "cpu"
+) -> dict:
     """Both frameworks on one row, alternating; the figures of each and their ratio."""
     workers = {}
     try:
         for framework in ("jax", "torch"):  # One after the other: set-up is not timed.
-            workers[framework] = WorkerProcess(framework, row)
+            workers[framework] = WorkerProcess(framework, row, platform)
         times = {framework: [] for framework in workers}
         ours = [os.getpid()] + [w.process.pid for w in workers.values()]
         busy_before = busy_jiffies()
@@ -250,14 +296,17 @@ def compare_row(row: dict, rounds: int, steps_per_round: int, peak: float) -> di
         useful = workers["torch"].ready["flops"]
         for framework, worker in workers.items():
             median = statistics.median(times[framework])
+            peaks = worker.ask("rss")
             result[framework] = {
                 "ms_per_step": round(median * 1e3, 1),
                 "flops": worker.ready["flops"],
                 "gflops_per_s": round(useful / median / 1e9, 1),
                 "peak_fraction": round(useful / median / 1e9 / peak, 3) if peak else None,
                 "compile_s": round(worker.ready["compile_s"], 1),
-                "peak_rss_mb": round(worker.ask("rss")["peak_rss_mb"]),
+                "peak_rss_mb": round(peaks["peak_rss_mb"]),
             }
+            if peaks["peak_device_mb"] is not None:
+                result[framework]["peak_device_mb"] = round(peaks["peak_device_mb"])
         result["ratio"] = round(result["jax"]["ms_per_step"] / result["torch"]["ms_per_step"], 3)
         result["rss_ratio"] = round(
             result["jax"]["peak_rss_mb"] / result["torch"]["peak_rss_mb"], 2
@@ -268,19 +317,46 @@ def compare_row(row: dict, rounds: int, steps_per_round: int, peak: float) -> di
             worker.close()
 
 
-def compare(rows=ROWS, rounds: int = 5, steps_per_round: int = 2, out=sys.stdout) -> list[dict]:
-    """Every row, one JSON line each, then a table; warns about other processes' CPU use."""
-    peak, how = peak_gflops()
-    print(
-        json.dumps(
-            {"machine_peak_gflops": round(peak, 1), "peak_is": how, "cores": usable_cores()}
-        ),
-        file=out,
-        flush=True,
+_GPU_CHECK = (
+    "import jax, torch; "
+    "assert torch.cuda.is_available(), 'torch sees no CUDA GPU (torch.cuda.is_available())'; "
+    "print(jax.devices()[0].device_kind, '/', torch.cuda.get_device_name(0))"
+)
+
+
+def gpu_description() -> str:
+    """The GPU both frameworks see, by name; a UsageError with the fix where either sees none.
+    Asked in a child process: JAX in this one would take the GPU's memory for the run."""
+    env = {**os.environ, "JAX_PLATFORMS": _JAX_PLATFORM["gpu"]}
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    found = subprocess.run(
+        [sys.executable, "-c", _GPU_CHECK], env=env, capture_output=True, text=True
     )
+    if found.returncode != 0:
+        reason = (found.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(
+            f"--platform=gpu: JAX or PyTorch finds no CUDA GPU here ({reason}).\nFix: run on "
+            "a machine with an NVIDIA GPU, with jax[cuda12] and a CUDA build of torch "
+            "installed; or --platform=cpu"
+        )
+    return found.stdout.strip()
+
+
+def compare(
+    rows=ROWS, rounds: int = 5, steps_per_round: int = 2, out=sys.stdout, platform: str = "cpu"
+) -> list[dict]:
+    """Every row, one JSON line each, then a table; warns about other processes' CPU use."""
+    if platform == "cpu":
+        peak, how = peak_gflops()
+    else:
+        peak, how = None, f"not computed for a GPU ({gpu_description()})"
+    machine = {"platform": platform, "peak_is": how, "cores": usable_cores()}
+    if peak:
+        machine["machine_peak_gflops"] = round(peak, 1)
+    print(json.dumps(machine), file=out, flush=True)
     results = []
     for row in rows:
-        result = compare_row(row, rounds, steps_per_round, peak)
+        result = compare_row(row, rounds, steps_per_round, peak, platform)
         if result["other_processes_cores"] > 0.1:
             print(
                 f"WARNING: other processes used {result['other_processes_cores']} cores "
@@ -313,14 +389,17 @@ def table(results: list[dict]) -> str:
                 else str(row["gflops_per_s"])
             )
 
+        memory = f"{jax_row['peak_rss_mb']} / {torch_row['peak_rss_mb']}"
+        if "peak_device_mb" in jax_row:
+            memory += f" (GPU {jax_row['peak_device_mb']} / {torch_row['peak_device_mb']})"
         lines.append(
             f"| {r['row']} | {jax_row['ms_per_step']} | {torch_row['ms_per_step']} | "
             f"{r['ratio']} | {speed(jax_row)} | {speed(torch_row)} | "
             f"{jax_row['flops'] / 1e9:.1f} / {torch_row['flops'] / 1e9:.1f} | "
-            f"{jax_row['compile_s']} | {jax_row['peak_rss_mb']} / {torch_row['peak_rss_mb']} |"
+            f"{jax_row['compile_s']} | {memory} |"
         )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], json.loads(sys.argv[2]))
+    serve(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3])

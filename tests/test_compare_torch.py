@@ -63,3 +63,13 @@ def test_compare_times_both_frameworks_on_the_same_work():
     assert ours["compile_s"] > 0 and theirs["compile_s"] == 0  # Eager.
     table = lines[-len(ROWS) - 2 :]
     assert table[0].startswith("| row |") and all(r["row"] in out.getvalue() for r in results)
+
+
+def test_the_gpu_comparison_has_the_cpu_rows_and_each_at_batch_16():
+    gpu = {row["name"]: row for row in compare_torch.GPU_ROWS}
+    assert all(gpu[row["name"]] == row for row in compare_torch.ROWS)
+    for row in compare_torch.ROWS:
+        if row["size"] == 256 and row["batch"] == 1:
+            wide = gpu[row["name"].replace(" b1", " b16")]
+            assert wide == {**row, "name": wide["name"], "batch": 16}
+    assert len(gpu) == len(compare_torch.ROWS) + 4

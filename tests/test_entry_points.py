@@ -237,3 +237,40 @@ def test_every_tool_reports_user_errors_in_one_message(tool, args, expected, tmp
     if tool != "main":  # absl reports a stray argument with the usage line, as for any flag.
         message = result.stderr[result.stderr.index("i2i_jax: error: ") :]
         assert expected in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"kind": "train", "model": "pix2pix", "overrides": {"netG": "unet_32", "ngf": 8, "ndf": 8}},
+        {"kind": "generate", "model": "cycle_gan", "overrides": {"netG": "resnet_2blocks"}},
+    ],
+    ids=["pix2pix train", "resnet inference"],
+)
+def test_the_comparisons_jax_worker_runs_where_tensorflow_is_absent(row, tmp_path):
+    """A GPU machine set up for the comparison may have jax and torch but no TensorFlow."""
+    blocked = tmp_path / "blocked"
+    for package in ("tensorflow", "tensorflow_datasets"):
+        (blocked / package).mkdir(parents=True)
+        (blocked / package / "__init__.py").write_text(
+            f"raise ImportError('{package} is not installed here')\n"
+        )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), REPO])}
+    absent = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, cwd=REPO)
+    assert absent.returncode != 0, "the test's stand-in for a missing TensorFlow does not work"
+
+    row = {"name": "tiny", "size": 32, "batch": 1, **row}
+    result = subprocess.run(
+        [sys.executable, "-m", "i2i_jax.compare_torch", "jax", json.dumps(row), "cpu"],
+        input="run 2\nrss\nquit\n",
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ready, run, peaks = [json.loads(line) for line in result.stdout.splitlines()]
+    assert ready["flops"] > 0 and len(run["times"]) == 2 and all(t > 0 for t in run["times"])
+    assert peaks["peak_rss_mb"] > 100 and peaks["peak_device_mb"] is None
