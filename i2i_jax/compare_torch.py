@@ -1,13 +1,13 @@
 """i2i_jax and the PyTorch baseline side by side: `python -m i2i_jax.benchmark --compare_torch`.
 
-Each row (a train step or a generator's inference at one size) starts two worker processes,
-one per framework, so that each has its own peak RSS and neither's threads linger in the
-other's timings. After set-up and a warm-up step in each, the parent alternates them, A B A B,
-a few steps at a time, and reports per framework the median step time, FLOPs (XLA's cost
-analysis; PyTorch's FlopCounterMode), achieved GFLOP/s of useful work (the baseline's count
-over each one's time), the share of the machine's peak, compile time and peak RSS, with the
-ratio i2i_jax / PyTorch (below 1: i2i_jax is faster). It warns when other processes used the
-CPU during the timed steps: the ratios are then not trustworthy.
+Each row (a train step or a generator's inference at one size) starts two worker processes
+(`compare_workers.py`), one per framework, so that each has its own peak RSS and neither's
+threads linger in the other's timings. After set-up and a warm-up step in each, the parent
+alternates them, A B A B, a few steps at a time, and reports per framework the median step
+time, FLOPs (XLA's cost analysis; PyTorch's FlopCounterMode), achieved GFLOP/s of useful work
+(the baseline's count over each one's time), the share of the machine's peak, compile time and
+peak RSS, with the ratio i2i_jax / PyTorch (below 1: i2i_jax is faster). It warns when other
+processes used the CPU during the timed steps: the ratios are then not trustworthy.
 
 `--platform=gpu` runs both on the first CUDA GPU instead, on the same rows plus batch 16
 (`GPU_ROWS`): PyTorch timed with `torch.cuda.synchronize`, JAX with `block_until_ready`, each at
@@ -19,7 +19,6 @@ The baseline is `i2i_jax/torch_iterations.py` (on the networks of `torch_referen
 needs torch (`pip install -e '.[torch]'`).
 """
 
-import functools
 import json
 import os
 import statistics
@@ -27,9 +26,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
-from i2i_jax import allocator, host_memory
+from i2i_jax import allocator
 from i2i_jax.errors import UsageError
 from i2i_jax.machine import busy_jiffies, peak_gflops, process_jiffies, usable_cores
 
@@ -80,142 +77,6 @@ GPU_ROWS = ROWS + tuple(
 PLATFORMS = {"cpu": ROWS, "gpu": GPU_ROWS}
 # What each framework calls the platform.
 _JAX_PLATFORM = {"cpu": "cpu", "gpu": "cuda"}
-_TORCH_DEVICE = {"cpu": "cpu", "gpu": "cuda"}
-
-
-# --- Workers --------------------------------------------------------------------------------
-
-
-def jax_config(row: dict):
-    from i2i_jax import config as config_lib
-
-    config = config_lib.pix2pix() if row["model"] == "pix2pix" else config_lib.cyclegan()
-    config.crop_size = config.load_size = row["size"]
-    config.batch_size = row["batch"]
-    for key, value in row.get("overrides", {}).items():
-        config[key] = value
-    return config
-
-
-class JaxWorker:
-    """One row in i2i_jax: the jitted train step of `parallel`, or the generator in eval mode."""
-
-    def __init__(self, row: dict, platform: str):
-        import jax
-
-        from i2i_jax import models, parallel, step_timing
-        from i2i_jax.tasks.common import to_model_range
-
-        self.jax = jax
-        config = jax_config(row)
-        mesh = parallel.make_mesh(jax.local_devices()[:1])
-        if row["kind"] == "train":
-            task, self.state, batch = step_timing.train_step_inputs(config, mesh)
-            function, self.args = parallel.jit_train_step(task.train_step, mesh), (batch,)
-        else:  # The generator's variables alone, as a served model holds them.
-            module = models.build_generator(config)
-            batch = step_timing.random_batch(config, np.random.default_rng(config.seed))
-            images = to_model_range(jax.numpy.asarray(batch["A"]))
-            self.state = jax.jit(functools.partial(module.init, train=False))(
-                jax.random.key(config.seed), images
-            )
-            host_memory.release_freed_memory()
-
-            def generate(variables, images):
-                return module.apply(variables, images, train=False)
-
-            function, self.args = jax.jit(generate), (images,)
-        self.train = row["kind"] == "train"
-        self.compiled, self.compile_s, self.flops = step_timing.compile_with_cost(
-            function, self.state, *self.args
-        )
-
-    def step(self) -> None:
-        """A train step carries its state to the next; inference returns only the images (a
-        copy of the variables as a second output cost U-Net inference 50 ms a call, 218 MB
-        copied, which a served model never pays)."""
-        if self.train:
-            self.state, outputs = self.compiled(self.state, *self.args)
-        else:
-            outputs = self.compiled(self.state, *self.args)
-        self.jax.block_until_ready(outputs)
-
-    def peak_device_mb(self) -> float | None:
-        """The GPU's peak memory in use (None on the CPU, which has no such figure)."""
-        stats = self.jax.local_devices()[0].memory_stats()
-        return stats["peak_bytes_in_use"] / 2**20 if stats else None
-
-
-class TorchWorker:
-    """One row in the PyTorch baseline, on every core."""
-
-    def __init__(self, row: dict, platform: str):
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
-
-        from i2i_jax import torch_iterations
-
-        torch.set_num_threads(usable_cores())
-        self.torch, self.device = torch, torch.device(_TORCH_DEVICE[platform])
-        config = jax_config(row)
-        generator = torch.Generator().manual_seed(0)
-        shape = (row["batch"], 3, row["size"], row["size"])
-        self.real_a = (torch.rand(shape, generator=generator) * 2 - 1).to(self.device)
-        self.real_b = (torch.rand(shape, generator=generator) * 2 - 1).to(self.device)
-        options = dict(netG=config.netG, ngf=config.ngf, ndf=config.ndf, norm=config.norm)
-        iteration = (
-            torch_iterations.Pix2PixIteration
-            if row["model"] == "pix2pix"
-            else torch_iterations.CycleGANIteration
-        )(**options)
-        for net in iteration.nets().values():
-            net.to(self.device)  # In place: the optimizers keep the same parameters.
-        if row["kind"] == "train":
-            self.run = lambda: iteration(self.real_a, self.real_b)
-        else:
-            generator_net = next(iter(iteration.nets().values())).eval()
-
-            def run():
-                with torch.no_grad():
-                    return generator_net(self.real_a)
-
-            self.run = run
-        self.compile_s = 0.0  # Eager.
-        with FlopCounterMode(display=False) as counter:
-            self.run()
-        self.flops = float(counter.get_total_flops())
-
-    def step(self) -> None:
-        self.run()
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-
-    def peak_device_mb(self) -> float | None:
-        if self.device.type != "cuda":
-            return None
-        return self.torch.cuda.max_memory_allocated() / 2**20
-
-
-def serve(framework: str, row: dict, platform: str) -> None:
-    """The worker's loop: builds the row, then answers `run N` with N step times, `rss` with its
-    peak RSS (and peak GPU memory), and stops at `quit`."""
-    worker = (JaxWorker if framework == "jax" else TorchWorker)(row, platform)
-    worker.step()  # Warm-up: first-run allocations.
-    print(json.dumps({"compile_s": worker.compile_s, "flops": worker.flops}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "run":
-            times = []
-            for _ in range(int(command[1])):
-                start = time.perf_counter()
-                worker.step()
-                times.append(time.perf_counter() - start)
-            print(json.dumps({"times": times}), flush=True)
-        elif command[0] == "rss":
-            peaks = {"peak_rss_mb": host_memory.peak_rss_mb()}
-            print(json.dumps({**peaks, "peak_device_mb": worker.peak_device_mb()}), flush=True)
-        else:
-            return
 
 
 class WorkerProcess:
@@ -232,7 +93,7 @@ class WorkerProcess:
             [
                 sys.executable,
                 "-m",
-                "i2i_jax.compare_torch",
+                "i2i_jax.compare_workers",
                 framework,
                 json.dumps(row),
                 platform,
@@ -399,7 +260,3 @@ def table(results: list[dict]) -> str:
             f"{jax_row['compile_s']} | {memory} |"
         )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3])

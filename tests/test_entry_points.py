@@ -177,7 +177,7 @@ def test_every_config_key_has_a_meaning_for_help():
 def test_the_benchmark_and_the_config_checks_do_not_load_tensorflow():
     """TensorFlow in the benchmark's JAX worker adds 0.45 GB to every row's peak RSS."""
     code = (
-        "import sys; from i2i_jax import benchmark, compare_torch, config; "
+        "import sys; from i2i_jax import benchmark, compare_torch, compare_workers, config; "
         "[config.validate(c, 1) for c in (config.pix2pix(), config.cyclegan())]; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))"
     )
@@ -262,7 +262,7 @@ def test_the_comparisons_jax_worker_runs_where_tensorflow_is_absent(row, tmp_pat
 
     row = {"name": "tiny", "size": 32, "batch": 1, **row}
     result = subprocess.run(
-        [sys.executable, "-m", "i2i_jax.compare_torch", "jax", json.dumps(row), "cpu"],
+        [sys.executable, "-m", "i2i_jax.compare_workers", "jax", json.dumps(row), "cpu"],
         input="run 2\nrss\nquit\n",
         env=env,
         cwd=REPO,

@@ -82,7 +82,8 @@ def test_cpu_best_conv_takes_winograd_only_where_it_pays():
 
     assert forms((1, 66, 66, 256), (3, 3, 256, 256), 1)  # CycleGAN 256's ResNet blocks
     assert not forms((1, 66, 66, 256), (3, 3, 256, 256), 1, winograd=False)
-    assert not forms((1, 34, 34, 256), (3, 3, 256, 256), 1)  # CycleGAN 128's
+    assert forms((1, 34, 34, 256), (3, 3, 256, 256), 1)  # CycleGAN 128's
+    assert not forms((1, 18, 18, 256), (3, 3, 256, 256), 1)  # and at 64 px
     assert not forms((1, 66, 66, 256), (3, 3, 256, 256), 2)
     assert not forms((1, 130, 130, 64), (3, 3, 64, 64), 1)
     assert forms((1, 32, 32, 256), (4, 4, 256, 512), 1)  # The PatchGAN's widest at 256 px

@@ -149,10 +149,12 @@ _TINY_POSITIONS = 256
 
 # Where Winograd beats `cpu_conv` (measured, forward + both gradients, batch 1, 2 cores):
 # F(4, 3) for the 3x3 convolutions at 64 x 64 x 256 -> 256 (CycleGAN's ResNet blocks at 256 px)
-# by 1.6x; F(3, 4) for the 4x4 stride-1 convolution at 32 x 32 x 256 -> 512 (the PatchGAN's
-# widest, at 256 px) by 1.5x. At 32 x 32 x 256 (3x3) and 16 x 16 x 256 (4x4) the GEMMs are too
-# short for the transforms' cost and Winograd ties or loses.
-_WINOGRAD_TILES = {3: (4, 64 * 64), 4: (3, 32 * 32)}  # kernel size: (tile m, min positions)
+# by 1.6x, and at 32 x 32 x 256 (the same at 128 px) by 1.3x on an AVX2 Zen 3 (22 against
+# 30-35 ms; a tie on an AVX-512 Zen 4: 44.4 against 43.9 ms), which took the CycleGAN 128 step
+# from 3.97 to 3.08 s there; F(3, 4) for the 4x4 stride-1 convolution at 32 x 32 x 256 -> 512
+# (the PatchGAN's widest, at 256 px) by 1.5x. At 16 x 16 x 256 (4x4) the GEMMs are too short
+# for the transforms' cost: Winograd loses on the Zen 4 and gains nothing in the Zen 3's step.
+_WINOGRAD_TILES = {3: (4, 32 * 32), 4: (3, 32 * 32)}  # kernel size: (tile m, min positions)
 _WINOGRAD_MIN_CHANNELS = 256
 
 
