@@ -132,11 +132,12 @@ def _transformed_input(x, m: int, r: int):
     return jnp.dot(_kronecker(m, r)[2], tiles).reshape(a * a, n * tiles_h * tiles_w, c)
 
 
-def _transformed_kernel(kernel, m: int):
-    """G g G^T: [a * a, in, out]."""
+def _transformed_kernel(kernel, m: int, tie):
+    """G g G^T: [a * a, in, out], computed after the scalar `tie` (see the callers)."""
     r = kernel.shape[0]
     a = m + r - 1
-    return jnp.dot(_kronecker(m, r)[1], kernel.reshape(r * r, -1)).reshape(a * a, *kernel.shape[2:])
+    transform = _kronecker(m, r)[1] + 0 * tie.astype(kernel.dtype)
+    return jnp.dot(transform, kernel.reshape(r * r, -1)).reshape(a * a, *kernel.shape[2:])
 
 
 def _kernel_transform_transposed(products, m: int, r: int):
@@ -169,16 +170,18 @@ def _tiles_pulled_back(dy, m: int, r: int):
 def _correlation(x, kernel, m: int, swapped: bool = False):
     """The valid stride-1 correlation of x [n, h, w, in] with kernel [r, r, in, out], or with
     kernel [r, r, out, in] if `swapped` (swapping inside the GEMM costs nothing; swapping
-    the kernel first is a slow copy)."""
+    the kernel first is a slow copy).
+
+    The kernel's transform is tied to x: XLA would otherwise make the transform of every
+    layer's kernel as soon as the kernel exists and hold them all (9.4 MB each at 256
+    channels): the forward ones from a generator's first call to its last, the flipped ones of
+    the input gradients through the whole backward pass. Tied, each is made where it is used:
+    the CycleGAN 128 step's scratch memory went from 1264 to 885 MB."""
     n, h, w, _ = x.shape
     r = kernel.shape[0]
     out_h, out_w = h - r + 1, w - r + 1
     v = _transformed_input(_padded_to_tiles(x, m, r), m, r)
-    # Ties the kernel to this call's input, so that its transform is made here, once per call:
-    # XLA would otherwise make it once per kernel and hold it (9.4 MB at 256 channels) from a
-    # generator's first call to its last.
-    kernel = kernel.at[0, 0, 0, 0].add(0 * x[0, 0, 0, 0])
-    transformed = _transformed_kernel(kernel, m)
+    transformed = _transformed_kernel(kernel, m, tie=x[0, 0, 0, 0])
     products = jnp.matmul(v, transformed.transpose(0, 2, 1) if swapped else transformed)
     y = _output_tiles(products, n, _tiles(out_h, m), _tiles(out_w, m), m, r)
     return y[:, :out_h, :out_w]
@@ -202,14 +205,9 @@ def _forward(x, kernel, padding, m):
 def _backward(padding, m, residuals, dy):
     x, kernel = residuals
     r = kernel.shape[0]
-    # Ties the kernel to dy: its flipped transform depends on the kernel alone, and XLA made
-    # those of every layer at the start of the step and held them all through the backward
-    # pass. With this tie and the forward pass's, the CycleGAN 128 step's scratch memory went
-    # from 1264 to 885 MB.
-    tied_kernel = kernel.at[0, 0, 0, 0].add(0 * dy[0, 0, 0, 0])
     # The input gradient is the full correlation of dy with the flipped, transposed kernel:
     # for padding (r - 1) / 2, a convolution of the forward pass's own shape.
-    dx = _correlation(_padded(dy, r - 1 - padding), tied_kernel[::-1, ::-1], m, swapped=True)
+    dx = _correlation(_padded(dy, r - 1 - padding), kernel[::-1, ::-1], m, swapped=True)
     # Ties the input to dy, so that its transform is computed here and not held from the
     # forward pass (see `conv_forms.gemm_kernel_gradient`).
     x = x.at[0, 0, 0, 0].add(0 * dy[0, 0, 0, 0])
