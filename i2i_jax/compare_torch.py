@@ -75,8 +75,18 @@ GPU_ROWS = ROWS + tuple(
     if row["size"] == 256 and row["batch"] == 1
 )
 PLATFORMS = {"cpu": ROWS, "gpu": GPU_ROWS}
-# What each framework calls the platform.
+# What JAX calls the platform.
 _JAX_PLATFORM = {"cpu": "cpu", "gpu": "cuda"}
+
+
+def _on_platform(env: dict, platform: str) -> dict:
+    """`env` for a process that runs JAX on `platform`. On a GPU it shares the device with the
+    other worker: JAX takes memory as it needs it, as PyTorch does, not 75 % of it up front."""
+    return {
+        **env,
+        "JAX_PLATFORMS": _JAX_PLATFORM[platform],
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+    }
 
 
 class WorkerProcess:
@@ -84,10 +94,7 @@ class WorkerProcess:
         # The JAX worker runs under the allocator training runs under (`allocator`); the
         # PyTorch baseline as its users run it, with the C library's malloc.
         env = allocator.environment(row["model"]) if framework == "jax" else dict(os.environ)
-        env["JAX_PLATFORMS"] = _JAX_PLATFORM[platform]
-        # Both workers share the GPU: JAX takes memory as it needs it, as PyTorch does,
-        # instead of 75 % of the GPU up front.
-        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        env = _on_platform(env, platform)
         env.pop("JAX_NUM_CPU_DEVICES", None)
         self.process = subprocess.Popen(
             [
@@ -188,10 +195,11 @@ _GPU_CHECK = (
 def gpu_description() -> str:
     """The GPU both frameworks see, by name; a UsageError with the fix where either sees none.
     Asked in a child process: JAX in this one would take the GPU's memory for the run."""
-    env = {**os.environ, "JAX_PLATFORMS": _JAX_PLATFORM["gpu"]}
-    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     found = subprocess.run(
-        [sys.executable, "-c", _GPU_CHECK], env=env, capture_output=True, text=True
+        [sys.executable, "-c", _GPU_CHECK],
+        env=_on_platform(dict(os.environ), "gpu"),
+        capture_output=True,
+        text=True,
     )
     if found.returncode != 0:
         reason = (found.stderr.strip().splitlines() or ["no output"])[-1]
