@@ -144,6 +144,7 @@ def scaling(device_counts: list[int], per_device_batch: int) -> list[dict]:
 
 
 def main():
+    host_memory.run_cpu_calls_inline()  # As training runs.
     if _COMPARE_TORCH.value:
         every_row = compare_torch.PLATFORMS[_PLATFORM.value]
         rows = [row for row in every_row if not _ROWS.value or row["name"] in _ROWS.value]

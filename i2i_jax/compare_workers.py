@@ -38,6 +38,7 @@ class JaxWorker:
         from i2i_jax import models, parallel, step_timing
         from i2i_jax.tasks.common import to_model_range
 
+        host_memory.run_cpu_calls_inline()  # As training runs.
         self.jax = jax
         config = jax_config(row)
         mesh = parallel.make_mesh(jax.local_devices()[:1])

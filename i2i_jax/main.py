@@ -27,7 +27,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2i_jax import compilation_cache, distributed, train
+from i2i_jax import compilation_cache, distributed, host_memory, train
 from i2i_jax import config as config_lib
 
 __doc__ += (
@@ -109,6 +109,7 @@ def unknown_override(argv: list[str]) -> str | None:
 def start() -> None:
     """Joins the job (before any other JAX call): every process reports its devices once, then
     only process 0 logs progress."""
+    host_memory.run_cpu_calls_inline()
     distributed.initialize(
         _DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
     )
