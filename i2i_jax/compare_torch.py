@@ -93,7 +93,7 @@ class WorkerProcess:
     def __init__(self, framework: str, row: dict, platform: str = "cpu"):
         # The JAX worker runs under the allocator training runs under (`allocator`); the
         # PyTorch baseline as its users run it, with the C library's malloc.
-        env = allocator.environment(row["model"]) if framework == "jax" else dict(os.environ)
+        env = allocator.environment() if framework == "jax" else dict(os.environ)
         env = _on_platform(env, platform)
         env.pop("JAX_NUM_CPU_DEVICES", None)
         self.process = subprocess.Popen(

@@ -1,6 +1,5 @@
 """The config file a command line names (`--config=PATH[:ARG]`), loaded before absl parses the
-flags: to name an override's unknown key clearly, and to choose the process's allocator from
-the model before the slow imports (`main`)."""
+flags: to name an override's unknown key clearly (`main`)."""
 
 import runpy
 
@@ -24,17 +23,3 @@ def load(argv: list[str]):
         return None
     path, _, argument = value.partition(":")
     return runpy.run_path(path)["get_config"](*([argument] if argument else []))
-
-
-def model(argv: list[str]) -> str | None:
-    """`config.model` as `argv` sets it (a `--config.model=` override, else the file's), or
-    None where it cannot be told without absl (no file, a file that fails to load: absl then
-    reports that properly)."""
-    for arg in reversed(argv):
-        if arg.startswith("--config.model="):
-            return arg[len("--config.model=") :]
-    try:
-        config = load(argv)
-    except Exception:  # Reported by absl's own parsing, with its message.
-        return None
-    return config.get("model") if config is not None else None

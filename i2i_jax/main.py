@@ -9,14 +9,12 @@ one process of a multi-process job (TPU pod slice, GPU cluster) with `--distribu
 launch/README.md.
 """
 
-import sys
-
 from i2i_jax import allocator, cli, config_file
 from i2i_jax.errors import UserError
 
 if __name__ == "__main__":
     try:  # Before the imports below (seconds of them), which the replaced process repeats.
-        allocator.run_under_tcmalloc(config_file.model(sys.argv))
+        allocator.run_under_tcmalloc()
     except UserError as error:
         cli.exit_with(str(error))
 
@@ -115,7 +113,7 @@ def start() -> None:
     )
     log = logging.getLogger("i2i_jax")
     log.info("%s", distributed.describe_devices())
-    log.info("%s", allocator.describe(CONFIG.value.model))
+    log.info("%s", allocator.describe())
     if not distributed.is_first_process():
         log.setLevel(logging.WARNING)
 

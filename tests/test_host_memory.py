@@ -42,7 +42,7 @@ print(json.dumps({"freed": freed, "released": released, "after": resident_mb()})
 def test_release_returns_freed_heap_memory_to_the_os(malloc):
     if malloc == "tcmalloc" and allocator.tcmalloc_library() is None:
         pytest.skip(f"tcmalloc is not installed ({allocator.INSTALL_HINT})")
-    env = allocator.environment(None, {**os.environ, allocator.ENVIRONMENT_VARIABLE: malloc})
+    env = allocator.environment({**os.environ, allocator.ENVIRONMENT_VARIABLE: malloc})
     output = subprocess.run(
         [sys.executable, "-c", _PROGRAM], check=True, capture_output=True, text=True, env=env
     ).stdout
