@@ -75,12 +75,16 @@ def environment(environ=os.environ) -> dict[str, str]:
     else unchanged."""
     env = dict(environ)
     library = tcmalloc_library() if wants_tcmalloc(environ) else None
-    preloaded = env.get("LD_PRELOAD", "")
-    if library is None or "tcmalloc" in preloaded:
+    if library is None or preloads_tcmalloc(env):
         return env
-    env["LD_PRELOAD"] = f"{library} {preloaded}".strip()
+    env["LD_PRELOAD"] = f"{library} {env.get('LD_PRELOAD', '')}".strip()
     env.setdefault("TCMALLOC_RELEASE_RATE", _RELEASE_RATE)
     return env
+
+
+def preloads_tcmalloc(env: dict[str, str]) -> bool:
+    """Whether a process started with `env` runs under tcmalloc."""
+    return "tcmalloc" in env.get("LD_PRELOAD", "")
 
 
 def run_under_tcmalloc() -> None:

@@ -222,6 +222,8 @@ def compare(
     machine = {"platform": platform, "peak_is": how, "cores": usable_cores()}
     if peak:
         machine["machine_peak_gflops"] = round(peak, 1)
+    if platform == "cpu":
+        machine["jax_allocator"] = _jax_worker_allocator()
     print(json.dumps(machine), file=out, flush=True)
     results = []
     for row in rows:
@@ -237,6 +239,23 @@ def compare(
         results.append(result)
     print(table(results), file=out, flush=True)
     return results
+
+
+def _jax_worker_allocator() -> str:
+    """The host allocator the JAX worker will run under, with a warning where it is not the
+    one training runs under: without tcmalloc this machine's train rows measured 1.14-1.38,
+    with it 0.78-0.94 (docs/performance.md)."""
+    if allocator.preloads_tcmalloc(allocator.environment()):
+        return "tcmalloc"
+    if allocator.wants_tcmalloc():
+        print(
+            "WARNING: tcmalloc is not installed, so i2i_jax's worker runs under the C library's "
+            "malloc and its train rows are slower than training runs elsewhere.\nFix: "
+            + allocator.INSTALL_HINT,
+            file=sys.stderr,
+            flush=True,
+        )
+    return "system malloc"
 
 
 def table(results: list[dict]) -> str:

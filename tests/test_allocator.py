@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from i2i_jax import allocator
+from i2i_jax import allocator, compare_torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +68,21 @@ def test_a_machine_without_tcmalloc_runs_on_and_says_how_to_get_it(monkeypatch):
     env = allocator.environment({"PATH": "/bin"})
     assert env == {"PATH": "/bin"}
     assert allocator.INSTALL_HINT in allocator.describe()  # This process: glibc.
+
+
+def test_the_comparison_says_when_its_jax_worker_lacks_tcmalloc(monkeypatch, capsys):
+    monkeypatch.delenv(allocator.ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(allocator, "tcmalloc_library", lambda: "libtcmalloc_minimal.so.4")
+    assert compare_torch._jax_worker_allocator() == "tcmalloc"
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(allocator, "tcmalloc_library", lambda: None)
+    assert compare_torch._jax_worker_allocator() == "system malloc"
+    warning = capsys.readouterr().err
+    assert "WARNING: tcmalloc is not installed" in warning and allocator.INSTALL_HINT in warning
+    monkeypatch.setenv(allocator.ENVIRONMENT_VARIABLE, "system")  # Asked for: no warning.
+    assert compare_torch._jax_worker_allocator() == "system malloc"
+    assert capsys.readouterr().err == ""
 
 
 def test_the_environment_keeps_a_users_preloads_and_release_rate(monkeypatch):

@@ -11,7 +11,7 @@ pytest.importorskip(
     reason="the comparison needs PyTorch; install the optional extra: pip install -e '.[torch]'",
 )
 
-from i2i_jax import compare_torch
+from i2i_jax import allocator, compare_torch
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,9 @@ def test_compare_times_both_frameworks_on_the_same_work():
     lines = out.getvalue().splitlines()
     machine = json.loads(lines[0])
     assert machine["machine_peak_gflops"] > 0 and machine["cores"] >= 1
+    assert machine["jax_allocator"] == (
+        "tcmalloc" if allocator.tcmalloc_library() else "system malloc"
+    )
     assert [json.loads(line)["row"] for line in lines[1:3]] == [row["name"] for row in ROWS]
     for result in results:
         ours, theirs = result["jax"], result["torch"]
