@@ -219,7 +219,7 @@ def export_generators(
     files = {}
     for direction in directions:
         name, module, channels = generators[direction]
-        weights = flat_weights(state.nets[name])
+        weights = flat_weights(state.nets[name].for_testing())  # Its moving average, if kept.
         exported = export_function(module, weights, config, mode, channels)
         with tf.io.gfile.GFile(os.path.join(staging, f"{direction}.jax"), "wb") as f:
             f.write(exported.serialize())

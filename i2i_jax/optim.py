@@ -1,5 +1,7 @@
-"""Adam with the reference's `linear` policy: constant learning rate, then linear decay to 0."""
+"""Adam with the reference's `linear` policy (constant learning rate, then linear decay to 0),
+and the decay of the generators' moving average."""
 
+import jax.numpy as jnp
 import optax
 
 
@@ -31,3 +33,10 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
 
 def adam(config, steps_per_epoch: int) -> optax.GradientTransformation:
     return optax.adam(learning_rate_schedule(config, steps_per_epoch), b1=config.beta1, b2=0.999)
+
+
+def average_decay(ema_decay: float, step):
+    """How much of the moving average a step keeps: `ema_decay`, but less over the first steps,
+    (1 + step) / (10 + step), so that the average forgets the random initial weights fast (as
+    tf.train.ExponentialMovingAverage with `num_updates` does)."""
+    return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))

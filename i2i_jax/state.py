@@ -8,11 +8,22 @@ import jax
 
 @flax.struct.dataclass
 class NetState:
-    """One network: its parameters, normalisation statistics and optimizer state."""
+    """One network: its parameters, normalisation statistics and optimizer state; for a
+    generator trained with `ema_decay` > 0, also their exponential moving average, a dict
+    {"params", "batch_stats"}, which evaluation, sample grids and exports use."""
 
     params: Any
     batch_stats: Any
     opt_state: Any
+    average: Any = None
+
+    def for_testing(self) -> "NetState":
+        """The network as test time uses it: its moving average where it keeps one. A GAN's
+        generator oscillates from step to step; the average of its recent weights is a better
+        generator than the last of them (Yazici et al. 2019)."""
+        if self.average is None:
+            return self
+        return self.replace(params=self.average["params"], batch_stats=self.average["batch_stats"])
 
 
 @flax.struct.dataclass

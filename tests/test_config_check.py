@@ -140,7 +140,15 @@ def test_no_epochs_at_all_are_refused():
 
 @pytest.mark.parametrize(
     "key,value",
-    [("lr", 0.0), ("lr", float("inf")), ("beta1", 1.0), ("ngf", 0), ("keep_checkpoints", 0)],
+    [
+        ("lr", 0.0),
+        ("lr", float("inf")),
+        ("beta1", 1.0),
+        ("ema_decay", 1.0),
+        ("ema_decay", -0.5),
+        ("ngf", 0),
+        ("keep_checkpoints", 0),
+    ],
 )
 def test_out_of_range_numbers_are_refused(key, value):
     assert rejected({key: value}).startswith(f"config.{key}={value!r}:")

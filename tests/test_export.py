@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from flax import traverse_util
 from PIL import Image
 
 from i2i_jax import export, parallel, tasks, translate
@@ -223,6 +224,24 @@ def test_one_tile_covering_the_image_is_the_untiled_output(pix2pix_artifact):
     )
     tiled = translate.run_tiled(generator, image, 0, tile=32, overlap=16, batch_size=2)
     assert tiled.shape == whole.shape and np.isfinite(tiled).all()
+
+
+def test_export_takes_the_generators_moving_average(tiny_config, tmp_path):
+    """With `ema_decay` the exported weights are the average (here still the initial weights,
+    which the workdir's perturbed weights are not), running statistics included."""
+    tiny_config.ema_decay = 0.999
+    _, state = make_workdir(tiny_config, str(tmp_path / "run"))
+    export.export_generators(str(tmp_path / "run"), str(tmp_path / "model"), mode="eval")
+    exported = np.load(tmp_path / "model" / "AtoB.weights.npz")
+    average = state.nets["G"].average
+    expected = traverse_util.flatten_dict(jax.device_get(average), sep="/")
+    last = traverse_util.flatten_dict(
+        {"params": state.nets["G"].params, "batch_stats": state.nets["G"].batch_stats}, sep="/"
+    )
+    assert sorted(exported.files) == sorted(expected) and any("batch_stats" in k for k in expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(exported[key], value)
+        assert not np.array_equal(exported[key], last[key]), key
 
 
 def test_export_refuses_what_it_cannot_do(pix2pix_artifact, tmp_path):

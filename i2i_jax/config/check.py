@@ -145,6 +145,13 @@ def _check_schedule(config) -> None:
             "Adam's beta1 must be in [0, 1)",
             "--config.beta1=0.5 (the reference's)",
         )
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(
+            "ema_decay",
+            config.ema_decay,
+            "the moving average's decay per step must be in [0, 1)",
+            "--config.ema_decay=0.999 (or 0: no moving average)",
+        )
 
 
 def _check_sizes(config) -> None:

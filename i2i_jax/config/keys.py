@@ -153,6 +153,13 @@ KEYS = (
     ),
     Key("lr", 2e-4, "Adam's learning rate"),  # Rule: positive and finite (check.py).
     Key("beta1", 0.5, "Adam's beta1 (beta2 is 0.999)"),  # Rule: in [0, 1) (check.py).
+    Key(
+        "ema_decay",
+        0.0,
+        "> 0: keep an exponential moving average of the generators' weights with this decay "
+        "per step (0.999: about the last 1000 steps) and evaluate, sample and export it; 0: the "
+        "last weights",
+    ),  # Rule: in [0, 1) (check.py).
     _count("n_epochs", 100, "epochs at the initial learning rate", 0, "an epoch count"),
     _count("n_epochs_decay", 100, "epochs of linear decay to 0 after those", 0, "an epoch count"),
     Key(

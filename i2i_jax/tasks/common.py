@@ -38,11 +38,29 @@ class GanTask:
         self.generator = models.build_generator(config, parallel.DATA_AXIS)
         self.discriminator = models.build_discriminator(config, parallel.DATA_AXIS)
         self.lr_schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+        self.ema_decay = config.get("ema_decay", 0.0)  # Configs before it had none.
         self.tx = optim.adam(config, steps_per_epoch)
 
     def generators(self) -> dict[str, Generator]:
         """Translation direction -> its generator."""
         return {"AtoB": Generator("G", self.generator, self.config.input_nc)}
+
+    def apply_gradients(self, net: NetState, grads, batch_stats, step) -> NetState:
+        """`net` after train step `step`'s optimizer update. A network that keeps a moving
+        average moves it toward the new weights, keeping `optim.average_decay` of it."""
+        updates, opt_state = self.tx.update(grads, net.opt_state, net.params)
+        params = optax.apply_updates(net.params, updates)
+        average = net.average
+        if average is not None:
+            keep = optim.average_decay(self.ema_decay, step)
+            average = jax.tree.map(
+                lambda old, new: old + (1.0 - keep) * (new - old),
+                average,
+                {"params": params, "batch_stats": batch_stats},
+            )
+        return NetState(
+            params=params, batch_stats=batch_stats, opt_state=opt_state, average=average
+        )
 
     def train_forward(self, module, params, batch_stats, inputs, dropout_key=None):
         """A network in training mode, rematerialised per `config.remat` (configs written
@@ -76,12 +94,20 @@ def to_uint8(images: jax.Array) -> jax.Array:
 
 
 def init_net(
-    module, tx: optax.GradientTransformation, key: jax.Array, sample_input: jax.Array
+    module,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    sample_input: jax.Array,
+    keep_average: bool = False,
 ) -> NetState:
+    """A freshly initialised network; `keep_average` starts its moving average at its weights."""
     variables = module.init({"params": key}, sample_input, train=False)
-    params = variables["params"]
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    average = None
+    if keep_average:  # A copy: the step donates the state's buffers, each once.
+        average = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
     return NetState(
-        params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params)
+        params=params, batch_stats=batch_stats, opt_state=tx.init(params), average=average
     )
 
 
@@ -109,17 +135,6 @@ def apply_net(
         return forward(variables, inputs, rngs), batch_stats
     outputs, updates = forward(variables, inputs, rngs)
     return outputs, updates["batch_stats"]
-
-
-def apply_gradients(
-    tx: optax.GradientTransformation, net: NetState, grads, batch_stats
-) -> NetState:
-    updates, opt_state = tx.update(grads, net.opt_state, net.params)
-    return NetState(
-        params=optax.apply_updates(net.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-    )
 
 
 def translate(

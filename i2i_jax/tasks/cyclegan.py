@@ -12,7 +12,6 @@ from i2i_jax.state import TrainState
 from i2i_jax.tasks.common import (
     GanTask,
     Generator,
-    apply_gradients,
     discriminator_loss,
     init_net,
     sample_row,
@@ -26,6 +25,7 @@ _POOL_A, _POOL_B, _GP_A, _GP_B, _EVAL_DROPOUT = range(2, 7)
 # Each generator call of a step draws its own dropout masks, as each forward pass of the
 # reference's networks does: the call's output name -> its purpose.
 DROPOUT_PURPOSES = {"fake_B": 7, "rec_A": 8, "fake_A": 9, "rec_B": 10, "idt_A": 11, "idt_B": 12}
+_GENERATORS = ("G_A", "G_B")
 _GENERATOR_OF = {"AtoB": ("A", "B", "G_A", "G_B"), "BtoA": ("B", "A", "G_B", "G_A")}
 
 
@@ -56,7 +56,13 @@ class CycleGAN(GanTask):
         shape_b = (c.crop_size, c.crop_size, c.output_nc)
         inputs = {"G_A": shape_a, "G_B": shape_b, "D_A": shape_b, "D_B": shape_a}
         nets = {
-            name: init_net(self._module(name), self.tx, k, jnp.zeros((1, *shape)))
+            name: init_net(
+                self._module(name),
+                self.tx,
+                k,
+                jnp.zeros((1, *shape)),
+                keep_average=self.ema_decay > 0 and name in _GENERATORS,
+            )
             for k, (name, shape) in zip(keys, inputs.items(), strict=True)
         }
         pools = {
@@ -103,9 +109,8 @@ class CycleGAN(GanTask):
             terms["cycle_B"] = losses.l1_loss(rec_b, real_b) * c.lambda_B
             return sum(terms.values()), (stats, terms, fake_a, fake_b)
 
-        g_names = ("G_A", "G_B")
         (_, (stats, terms, fake_a, fake_b)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-            parallel.per_device({n: nets[n].params for n in g_names})
+            parallel.per_device({n: nets[n].params for n in _GENERATORS})
         )
 
         # The pools hold the global batch's fakes, as on one device: every device gathers them,
@@ -158,7 +163,8 @@ class CycleGAN(GanTask):
             ({**g_grads, **d_grads}, stats, step_metrics)
         )
         new_nets = {
-            name: apply_gradients(self.tx, nets[name], grads[name], stats[name]) for name in nets
+            name: self.apply_gradients(nets[name], grads[name], stats[name], state.step)
+            for name in nets
         }
         new_state = state.replace(
             step=state.step + 1, nets=new_nets, pools={"fake_B": pool_b, "fake_A": pool_a}
@@ -174,7 +180,7 @@ class CycleGAN(GanTask):
         real = to_model_range(batch[source])
         fake = translate(
             self._module(forward),
-            state.nets[forward],
+            state.nets[forward].for_testing(),
             real,
             self.config.eval_mode,
             key,
@@ -182,7 +188,7 @@ class CycleGAN(GanTask):
         )
         rec = translate(
             self._module(backward),
-            state.nets[backward],
+            state.nets[backward].for_testing(),
             fake,
             self.config.eval_mode,
             key,

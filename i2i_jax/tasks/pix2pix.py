@@ -7,7 +7,6 @@ from i2i_jax import losses, metrics, parallel
 from i2i_jax.state import TrainState
 from i2i_jax.tasks.common import (
     GanTask,
-    apply_gradients,
     discriminator_loss,
     init_net,
     sample_row,
@@ -29,7 +28,7 @@ class Pix2Pix(GanTask):
         image = jnp.zeros((1, c.crop_size, c.crop_size, c.input_nc), jnp.float32)
         pair = jnp.zeros((1, c.crop_size, c.crop_size, c.input_nc + c.output_nc), jnp.float32)
         nets = {
-            "G": init_net(self.generator, self.tx, g_key, image),
+            "G": init_net(self.generator, self.tx, g_key, image, keep_average=self.ema_decay > 0),
             "D": init_net(self.discriminator, self.tx, d_key, pair),
         }
         return TrainState(step=jnp.zeros((), jnp.int32), rng=key, nets=nets)
@@ -74,7 +73,7 @@ class Pix2Pix(GanTask):
         (_, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
             parallel.per_device(d.params)
         )
-        new_d = apply_gradients(self.tx, d, parallel.mean_over_devices(d_grads), d_stats)
+        new_d = self.apply_gradients(d, parallel.mean_over_devices(d_grads), d_stats, state.step)
 
         def g_loss_fn(fake):
             logits, stats = self._discriminator(new_d.params, real_a)(new_d.batch_stats, fake)
@@ -90,7 +89,7 @@ class Pix2Pix(GanTask):
         g_grads, g_stats, d_stats, step_metrics = parallel.mean_over_devices(
             (g_grads, g_stats, d_stats, step_metrics)
         )
-        new_g = apply_gradients(self.tx, g, g_grads, g_stats)
+        new_g = self.apply_gradients(g, g_grads, g_stats, state.step)
         new_d = new_d.replace(batch_stats=d_stats)
 
         new_state = state.replace(step=state.step + 1, nets={"G": new_g, "D": new_d})
@@ -101,7 +100,7 @@ class Pix2Pix(GanTask):
         del direction  # Pix2Pix translates A into B only.
         fake = translate(
             self.generator,
-            state.nets["G"],
+            state.nets["G"].for_testing(),
             to_model_range(batch["A"]),
             self.config.eval_mode,
             state.step_key(_EVAL_DROPOUT),
