@@ -138,20 +138,16 @@ def _check_schedule(config) -> None:
             "the learning rate must be positive and finite",
             "--config.lr=2e-4 (the reference's)",
         )
-    if not 0 <= config.beta1 < 1:
-        raise ConfigError(
-            "beta1",
-            config.beta1,
-            "Adam's beta1 must be in [0, 1)",
-            "--config.beta1=0.5 (the reference's)",
-        )
-    if not 0 <= config.ema_decay < 1:
-        raise ConfigError(
+    for key, what, fix in (
+        ("beta1", "Adam's beta1", "--config.beta1=0.5 (the reference's)"),
+        (
             "ema_decay",
-            config.ema_decay,
-            "the moving average's decay per step must be in [0, 1)",
+            "the moving average's decay per step",
             "--config.ema_decay=0.999 (or 0: no moving average)",
-        )
+        ),
+    ):
+        if not 0 <= config[key] < 1:
+            raise ConfigError(key, config[key], f"{what} must be in [0, 1)", fix)
 
 
 def _check_sizes(config) -> None:
