@@ -1,5 +1,7 @@
-"""The learning-rate schedule: constant for n_epochs, then linear to zero."""
+"""The learning-rate policies: linear (constant for n_epochs, then linear to zero), step and
+cosine, as PyTorch's schedulers compute them for the reference."""
 
+import numpy as np
 import pytest
 
 from i2i_jax import config as config_lib
@@ -31,3 +33,46 @@ def test_num_train_steps_keeps_the_same_split():
 def test_no_decay_epochs_keep_the_rate_constant():
     lr, _ = schedule(n_epochs=2, n_epochs_decay=0)
     assert float(lr(0)) == float(lr(19)) == pytest.approx(2e-4)
+
+
+def _torch_learning_rates(policy: str, lr: float, epochs: int, t_max: int, every: int):
+    """The reference's scheduler, stepped once per epoch as its train.py steps it: the learning
+    rate of each epoch."""
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, step_size=every, gamma=0.1)
+        if policy == "step"
+        else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=0)
+    )
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("policy", ["step", "cosine"])
+def test_the_step_and_cosine_policies_are_pytorchs_at_every_epoch(policy):
+    """11 epochs of 10 steps; cosine's T_max of 6 epochs lets it fall to 0 and rise again."""
+    lr, config = schedule(lr_policy=policy, n_epochs=6, n_epochs_decay=5, lr_decay_iters=3)
+    expected = _torch_learning_rates(policy, config.lr, 11, t_max=6, every=3)
+    for epoch, rate in enumerate(expected):
+        assert float(lr(epoch * 10)) == pytest.approx(rate, rel=1e-5, abs=1e-10), epoch
+        if policy == "step":  # Constant through the epoch.
+            assert float(lr(epoch * 10 + 9)) == pytest.approx(rate, rel=1e-5), epoch
+    assert min(expected) < 1e-6 if policy == "cosine" else expected[-1] < 2e-6
+
+
+@pytest.mark.parametrize("policy", ["linear", "step", "cosine"])
+def test_num_train_steps_spreads_each_policy_over_the_same_epochs(policy):
+    """220 steps over 6 + 5 epochs: the schedule of 11 epochs of 20 steps."""
+    by_epochs, _ = schedule(lr_policy=policy, n_epochs=6, n_epochs_decay=5, lr_decay_iters=3)
+    by_steps, _ = schedule(
+        lr_policy=policy, n_epochs=6, n_epochs_decay=5, lr_decay_iters=3, num_train_steps=220
+    )
+    steps = np.arange(220)
+    np.testing.assert_allclose(
+        [float(by_steps(t)) for t in steps], [float(by_epochs(t / 2)) for t in steps], rtol=1e-5
+    )

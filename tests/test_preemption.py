@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from i2i_jax import parallel, tasks
+from i2i_jax import optim, parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 
 from helpers import job_failure_report, one_multiprocess_job_at_a_time
@@ -35,8 +35,17 @@ ONE_DEVICE = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
 LAUNCHER = os.path.join(os.path.dirname(TESTS), "launch", "local.sh")
 
 
-def command(workdir, processes: int = 0) -> list[str]:
-    """The main command; with `processes`, a job of that many 1-device processes."""
+# Config changes of the runs that test each learning-rate policy: 3 epochs of 20 steps, so that
+# the rate changes at epoch boundaries after the resume; cosine also keeps a moving average.
+POLICIES = {
+    "step": {"lr_policy": "step", "lr_decay_iters": 1, "n_epochs": 2, "n_epochs_decay": 1},
+    "cosine": {"lr_policy": "cosine", "n_epochs": 2, "n_epochs_decay": 1, "ema_decay": 0.9},
+}
+
+
+def command(workdir, processes: int = 0, settings: dict | None = None) -> list[str]:
+    """The main command with `settings` (config key -> value); with `processes`, a job of that
+    many 1-device processes."""
     launcher = [LAUNCHER, "-n", str(processes), "-d", "1", "--"] if processes else []
     return [
         *launcher,
@@ -46,13 +55,14 @@ def command(workdir, processes: int = 0) -> list[str]:
         f"--config={os.path.join(TESTS, 'tiny_configs.py')}:pix2pix",
         f"--workdir={workdir}",
         *OVERRIDES,
+        *(f"--config.{key}={value}" for key, value in (settings or {}).items()),
     ]
 
 
-def run_to_the_end(workdir, processes: int = 0) -> str:
+def run_to_the_end(workdir, processes: int = 0, settings: dict | None = None) -> str:
     with taking_turns(processes):
         result = subprocess.run(
-            command(workdir, processes),
+            command(workdir, processes, settings),
             env=ONE_DEVICE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -63,12 +73,14 @@ def run_to_the_end(workdir, processes: int = 0) -> str:
     return result.stdout
 
 
-def signal_after_a_checkpoint(workdir, signum: int, processes: int = 0) -> tuple[int, str]:
+def signal_after_a_checkpoint(
+    workdir, signum: int, processes: int = 0, settings: dict | None = None
+) -> tuple[int, str]:
     """Starts a run and sends `signum` once the step-7 checkpoint is complete on disk, right
     after a step that is not a checkpoint step; returns the run's exit status and output. The
     run is killed whatever happens, never left behind."""
     with taking_turns(processes):
-        return _signal_after_a_checkpoint(workdir, signum, processes)
+        return _signal_after_a_checkpoint(workdir, signum, processes, settings)
 
 
 def taking_turns(processes: int):
@@ -76,9 +88,9 @@ def taking_turns(processes: int):
     return one_multiprocess_job_at_a_time() if processes else contextlib.nullcontext()
 
 
-def _signal_after_a_checkpoint(workdir, signum: int, processes: int) -> tuple[int, str]:
+def _signal_after_a_checkpoint(workdir, signum: int, processes: int, settings) -> tuple[int, str]:
     run = subprocess.Popen(
-        command(workdir, processes),
+        command(workdir, processes, settings),
         env=ONE_DEVICE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -106,8 +118,9 @@ def _signal_after_a_checkpoint(workdir, signum: int, processes: int) -> tuple[in
     return run.returncode, "".join(output)
 
 
-def final_state(workdir):
+def final_state(workdir, settings: dict | None = None):
     config = get_config("pix2pix")
+    config.update(settings or {})
     task = tasks.build_task(config, 4)
     template = parallel.init_replicated(
         task.init_state, config.seed, parallel.make_mesh(jax.devices()[:1])
@@ -136,6 +149,26 @@ def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(uninterr
     start = re.search(r"resumed from .* at step (\d+)", resumed)
     assert start and int(start.group(1)) % 7 == 0, resumed[-3000:]  # A checkpoint step.
     assert_bitwise_equal(final_state(tmp_path), uninterrupted)
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_each_lr_policy_resumes_exactly_after_sigkill(policy, tmp_path):
+    settings = POLICIES[policy]
+    uninterrupted = run_to_the_end(tmp_path / "uninterrupted", settings=settings)
+    config = get_config("pix2pix")
+    config.update({**settings, "num_train_steps": STEPS})
+    last_rate = optim.learning_rate_schedule(config, steps_per_epoch=4)(STEPS - 1)
+    assert f"step {STEPS}/{STEPS} " in uninterrupted
+    assert f"lr={float(last_rate):.2e}" in uninterrupted.split(f"step {STEPS}/{STEPS} ")[1]
+    status, output = signal_after_a_checkpoint(
+        tmp_path / "killed", signal.SIGKILL, settings=settings
+    )
+    assert status == -signal.SIGKILL, output[-3000:]
+    run_to_the_end(tmp_path / "killed", settings=settings)
+    assert_bitwise_equal(
+        final_state(tmp_path / "killed", settings),
+        final_state(tmp_path / "uninterrupted", settings),
+    )
 
 
 def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(uninterrupted, tmp_path):

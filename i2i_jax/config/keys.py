@@ -9,7 +9,7 @@ rule that names a key no config has. Names are the reference's options: `--netG 
 import dataclasses
 from typing import Any
 
-from i2i_jax import data, losses, models, tasks
+from i2i_jax import data, losses, models, optim, tasks
 from i2i_jax.models import conv_forms, layers
 from i2i_jax.tasks import common
 
@@ -160,6 +160,21 @@ KEYS = (
         "per step (0.999: about the last 1000 steps) and evaluate, sample and export it; 0: the "
         "last weights",
     ),  # Rule: in [0, 1) (check.py).
+    Key(
+        "lr_policy",
+        "linear",
+        "learning-rate policy, as the reference's --lr_policy: linear (constant for n_epochs, "
+        "then linear to 0 over n_epochs_decay), step (x0.1 every lr_decay_iters epochs) or cosine "
+        "(T_max = n_epochs, rising again after them as PyTorch's)",
+        choices=optim.LR_POLICIES,
+    ),
+    _count(
+        "lr_decay_iters",
+        50,
+        "lr_policy=step: epochs between the x0.1 steps (the reference steps it per epoch)",
+        1,
+        "an epoch count",
+    ),
     _count("n_epochs", 100, "epochs at the initial learning rate", 0, "an epoch count"),
     _count("n_epochs_decay", 100, "epochs of linear decay to 0 after those", 0, "an epoch count"),
     Key(
