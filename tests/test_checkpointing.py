@@ -3,6 +3,7 @@ falling back past damaged ones."""
 
 import gc
 
+import flax.struct
 import jax
 import numpy as np
 import pytest
@@ -89,3 +90,34 @@ def test_no_restorable_checkpoint_is_an_error_that_moves_nothing(tiny_config, tm
         Checkpointer(str(tmp_path), every_steps=2, keep=5).restore_latest(template)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]
     gc.collect()  # Orbax's abandoned reads go now, under this test's warning filter.
+
+
+@flax.struct.dataclass
+class NetStateBeforeAverages:
+    """`NetState` as checkpoints before `ema_decay` stored it: three fields."""
+
+    params: object
+    batch_stats: object
+    opt_state: object
+
+
+def test_a_checkpoint_from_before_moving_averages_restores(tiny_config, tmp_path):
+    """Without `ema_decay` it restores exactly; a run that keeps averages cannot take it."""
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state = parallel.init_replicated(tasks.build_task(tiny_config, 4).init_state, 0, mesh)
+    old = state.replace(
+        nets={
+            name: NetStateBeforeAverages(net.params, net.batch_stats, net.opt_state)
+            for name, net in state.nets.items()
+        }
+    )
+    checkpointer = Checkpointer(str(tmp_path), every_steps=1, keep=1)
+    assert checkpointer.maybe_save(1, old)
+    checkpointer.close()
+    template = parallel.init_replicated(tasks.build_task(tiny_config, 4).init_state, 1, mesh)
+    restored = Checkpointer(str(tmp_path), every_steps=1, keep=1).restore_latest(template)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
+    tiny_config.ema_decay = 0.9
+    averaging = parallel.init_replicated(tasks.build_task(tiny_config, 4).init_state, 1, mesh)
+    with pytest.raises(CheckpointsUnreadableError):
+        Checkpointer(str(tmp_path), every_steps=1, keep=1).restore_latest(averaging)
