@@ -17,7 +17,7 @@ import pytest
 
 from i2i_jax import models, parallel, tasks
 from i2i_jax.state import NetState
-from i2i_jax.tasks import cyclegan
+from i2i_jax.tasks import common, cyclegan
 
 from helpers import fixed_batches
 
@@ -88,10 +88,10 @@ def task_step_gradients(config, state, batch, monkeypatch):
     """The step's metrics, and its gradient of each network (the update is replaced by one
     that returns the gradient in place of the parameters)."""
 
-    def gradient_as_parameters(tx, net, grads, batch_stats):
+    def gradient_as_parameters(task, net, grads, batch_stats, step):
         return NetState(params=grads, batch_stats=batch_stats, opt_state=net.opt_state)
 
-    monkeypatch.setattr(cyclegan, "apply_gradients", gradient_as_parameters)
+    monkeypatch.setattr(common.GanTask, "apply_gradients", gradient_as_parameters)
     mesh = parallel.make_mesh(jax.devices()[:1])
     task = tasks.build_task(config, steps_per_epoch=4)
     step = parallel.jit_train_step(task.train_step, mesh)
