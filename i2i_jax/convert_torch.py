@@ -5,8 +5,7 @@
 
 reads state dicts saved by junyanz/pytorch-CycleGAN-and-pix2pix (its `save_networks` writes
 `<epoch>_net_<name>.pth`) and writes WORKDIR/config.json and a step-0 checkpoint of a full train
-state, which `python -m i2i_jax.main --config=... --workdir=WORKDIR` fine-tunes from (add
---allow_config_change when that config differs from WORKDIR/config.json, e.g. in its data). One
+state, which `export` serves and a new run fine-tunes from (`--config.init_from=WORKDIR`). One
 generator gives a `pix2pix` workdir; `--checkpoint_BtoA` (CycleGAN's G_B) gives a `cycle_gan`
 one. Networks without a file (e.g. the discriminators) keep their initialisation; optimizer
 states are fresh.

@@ -14,6 +14,7 @@ from i2i_jax import (
     distributed,
     guards,
     host_memory,
+    init_from,
     optim,
     parallel,
     preemption,
@@ -170,6 +171,9 @@ def train_and_evaluate(
     if restored is not None:
         state = restored
         log.info("resumed from %s at step %d", checkpointer.manager.directory, int(state.step))
+    elif config.get("init_from"):  # Configs before it had none.
+        state = init_from.load_networks(config.init_from, state)
+        log.info("started every network from %s (fine-tuning)", config.init_from)
     start_step = int(state.step)
     host_memory.release_freed_memory()  # What building (and restoring) the state freed.
 

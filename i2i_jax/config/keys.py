@@ -73,6 +73,14 @@ KEYS = (
         cycle_gan="cycle_gan",
     ),
     Key("seed", 0, "seed of the initial parameters, the data order, jitter, dropout and the pool"),
+    Key(
+        "init_from",
+        "",
+        "WORKDIR[:STEP]: fine-tune, starting every network from that run's checkpoint (latest, "
+        "or STEP's; a convert_torch workdir too) with a fresh optimizer at step 0; used only "
+        "while this workdir has no checkpoint; '': initialise from the seed",
+        may_change_on_resume=True,
+    ),
     # Networks.
     Key(
         "netG",
