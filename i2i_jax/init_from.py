@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
+from i2i_jax import parallel
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.errors import NotFoundError, UserError
 
@@ -56,12 +57,10 @@ def load_networks(spec: str, state):
         ours = {"params": net.params, "batch_stats": net.batch_stats}
         saved = {key: saved.get(key, {}) for key in ours}  # Empty batch_stats are not stored.
         _check_shapes(spec, workdir, name, ours, saved)
-        loaded = jax.tree.map(
-            lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), saved, ours
-        )
+        loaded = parallel.like_replicated(saved, ours)
         average = None
         if net.average is not None:  # Starts at the weights, as a fresh run's does.
-            average = jax.tree.map(lambda x: jax.device_put(np.array(x), x.sharding), loaded)
+            average = parallel.like_replicated(saved, ours)
         nets[name] = net.replace(**loaded, average=average)
     return state.replace(nets=nets)
 

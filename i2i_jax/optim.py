@@ -2,6 +2,7 @@
 average."""
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -12,8 +13,12 @@ def total_steps(config, steps_per_epoch: int) -> int:
     return (config.n_epochs + config.n_epochs_decay) * steps_per_epoch
 
 
-LR_POLICIES = ("linear", "step", "cosine")
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
 STEP_FACTOR = 0.1  # The reference's `step` policy: StepLR's gamma.
+# The reference's `plateau` policy: ReduceLROnPlateau(mode="min", factor=0.2, threshold=0.01)
+# with its relative threshold; its patience (5) is the config's `plateau_patience`. As PyTorch's,
+# it ignores a cut that would lower the rate by less than PLATEAU_EPS.
+PLATEAU_FACTOR, PLATEAU_THRESHOLD, PLATEAU_EPS = 0.2, 0.01, 1e-8
 
 
 def schedule_epoch(config, steps_per_epoch: int) -> float:
@@ -32,6 +37,7 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     - `linear`: constant for `n_epochs`, then linear to 0 at the last step;
     - `step`: times 0.1 every `lr_decay_iters` epochs (the reference's StepLR, stepped per
       epoch as it steps it, despite the option's name);
+    - `plateau`: constant; the train state's `plateau` scales it (`plateau_after`);
     - `cosine`: the reference's CosineAnnealingLR with T_max = `n_epochs`, a cosine from `lr`
       to 0 over `n_epochs` which, as PyTorch's, rises again after them: with the default 100 +
       100 epochs it ends back at `lr`; `n_epochs_decay=0` gives one half-cosine to 0.
@@ -41,6 +47,8 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     if policy == "step":
         every = config.lr_decay_iters * epoch
         return lambda step: config.lr * STEP_FACTOR ** jnp.floor(step / every)
+    if policy == "plateau":
+        return optax.constant_schedule(config.lr)
     if policy == "cosine":
         period = config.n_epochs * epoch
         if period <= 0:
@@ -56,6 +64,35 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
         [optax.constant_schedule(config.lr), optax.linear_schedule(config.lr, 0.0, decay)],
         boundaries=[constant],
     )
+
+
+def initial_plateau() -> dict:
+    """`lr_policy=plateau`'s state before any evaluation: the rate's scale, the best value of
+    the metric so far and how many evaluations since have not improved on it by 1 %."""
+    return {
+        "scale": jnp.ones((), jnp.float32),
+        "best": jnp.full((), jnp.inf, jnp.float32),
+        "bad_evaluations": jnp.zeros((), jnp.int32),
+    }
+
+
+def plateau_after(plateau: dict, value: float, patience: int, lr: float) -> dict:
+    """`plateau` after an evaluation that measured `value` (lower is better), for the base rate
+    `lr`: PyTorch's ReduceLROnPlateau.step in mode min with a relative threshold and no
+    cooldown. The scale drops by PLATEAU_FACTOR once more than `patience` evaluations in a row
+    fail to beat the best by PLATEAU_THRESHOLD (relative), and the count starts again. On host
+    numbers."""
+    scale, best = np.float32(plateau["scale"]), np.float32(plateau["best"])
+    bad = int(plateau["bad_evaluations"])
+    if value < best * (1.0 - PLATEAU_THRESHOLD):
+        best, bad = np.float32(value), 0
+    else:
+        bad += 1
+    if bad > patience:
+        if lr * scale * (1.0 - PLATEAU_FACTOR) > PLATEAU_EPS:
+            scale = np.float32(scale * PLATEAU_FACTOR)
+        bad = 0
+    return {"scale": scale, "best": best, "bad_evaluations": np.int32(bad)}
 
 
 def adam(config, steps_per_epoch: int) -> optax.GradientTransformation:

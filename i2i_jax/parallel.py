@@ -34,6 +34,19 @@ def to_global(host_batch, mesh: Mesh):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
 
 
+def like_replicated(host_values, like):
+    """`host_values`, the same on every process, as arrays placed and typed as `like`'s
+    replicated ones (a tree of the same structure); works across processes, unlike
+    `device_put`."""
+    return jax.tree.map(
+        lambda x, old: jax.make_array_from_process_local_data(
+            old.sharding, np.asarray(x, old.dtype)
+        ),
+        host_values,
+        like,
+    )
+
+
 def jit_train_step(train_step, mesh: Mesh):
     """`(state, batch) -> (state, metrics)` over `mesh`: state replicated and donated; see
     `sharded_train_step` for what `train_step` must do."""

@@ -26,6 +26,7 @@ from i2i_jax import config as config_lib
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
+from i2i_jax.errors import ConfigError
 from i2i_jax.models import conv_forms
 from i2i_jax.reporting import Reporter, image_grid
 
@@ -121,6 +122,33 @@ def _last_good(checkpointer: Checkpointer) -> str:
     )
 
 
+def _after_evaluation(state, results: dict[str, float], config):
+    """`state` with `lr_policy=plateau`'s state moved by this evaluation (before the step's
+    checkpoint, which therefore holds it). Every process computes the same from the same
+    gathered results."""
+    if state.plateau is None:
+        return state
+    plateau = optim.plateau_after(
+        state.plateau, _watched(results, config), config.plateau_patience, config.lr
+    )
+    if plateau["scale"] < state.plateau["scale"]:
+        log.info("%s has not improved: learning rate x%g", config.plateau_metric, plateau["scale"])
+    return state.replace(plateau=parallel.like_replicated(plateau, state.plateau))
+
+
+def _watched(results: dict[str, float], config) -> float:
+    """The value of `plateau_metric` in `results`; checked on the untrained model's evaluation
+    already, so that a wrong name stops the run before its first step."""
+    if config.plateau_metric not in results:
+        raise ConfigError(
+            "plateau_metric",
+            config.plateau_metric,
+            f"the evaluation measures no such metric; it measures {', '.join(sorted(results))}",
+            f"--config.plateau_metric={sorted(results)[0]} (or another of those)",
+        )
+    return results[config.plateau_metric]
+
+
 def _sources_in_turn(config):
     """Process 0 builds the sources first (preparing a TFDS dataset if needed) while the others
     wait, so that several processes never write the same dataset files at once."""
@@ -211,6 +239,8 @@ def train_and_evaluate(
     if start_step == 0 and config.eval_every_steps > 0:
         results, grid = evaluate(state)  # The untrained model: where learning starts from.
         reporter.evaluation(0, results, grid)
+        if state.plateau is not None:
+            _watched(results, config)
         reporter.restart_clock(start_step)
     pending = Pending()
     tracer = profiling.StepTracer(workdir, start_step, profile_steps, is_writer)
@@ -230,6 +260,7 @@ def train_and_evaluate(
                 ):
                     results, grid = evaluate(state)
                     reporter.evaluation(step, results, grid)
+                    state = _after_evaluation(state, results, config)
                     paused = True
                 stop = sigterm.stop_now(jax.process_count(), at_sync_point=log_step)
                 if checkpointer.is_due(step, force=stop or step == total_steps):

@@ -101,15 +101,30 @@ class NetStateBeforeAverages:
     opt_state: object
 
 
+@flax.struct.dataclass
+class TrainStateBeforePlateau:
+    """`TrainState` as checkpoints before `lr_policy=plateau` stored it: a flax dataclass of
+    four fields."""
+
+    step: object
+    rng: object
+    nets: object
+    pools: object
+
+
 def test_a_checkpoint_from_before_moving_averages_restores(tiny_config, tmp_path):
-    """Without `ema_decay` it restores exactly; a run that keeps averages cannot take it."""
+    """Without `ema_decay` (and the plateau policy) it restores exactly; a run that keeps
+    averages cannot take it."""
     mesh = parallel.make_mesh(jax.devices()[:1])
     state = parallel.init_replicated(tasks.build_task(tiny_config, 4).init_state, 0, mesh)
-    old = state.replace(
+    old = TrainStateBeforePlateau(
+        step=state.step,
+        rng=state.rng,
         nets={
             name: NetStateBeforeAverages(net.params, net.batch_stats, net.opt_state)
             for name, net in state.nets.items()
-        }
+        },
+        pools=state.pools,
     )
     checkpointer = Checkpointer(str(tmp_path), every_steps=1, keep=1)
     assert checkpointer.maybe_save(1, old)

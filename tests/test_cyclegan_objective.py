@@ -88,7 +88,7 @@ def task_step_gradients(config, state, batch, monkeypatch):
     """The step's metrics, and its gradient of each network (the update is replaced by one
     that returns the gradient in place of the parameters)."""
 
-    def gradient_as_parameters(task, net, grads, batch_stats, step):
+    def gradient_as_parameters(task, net, grads, batch_stats, state):
         return NetState(params=grads, batch_stats=batch_stats, opt_state=net.opt_state)
 
     monkeypatch.setattr(common.GanTask, "apply_gradients", gradient_as_parameters)

@@ -1,5 +1,5 @@
-"""The learning-rate policies: linear (constant for n_epochs, then linear to zero), step and
-cosine, as PyTorch's schedulers compute them for the reference."""
+"""The learning-rate policies: linear (constant for n_epochs, then linear to zero), step,
+plateau and cosine, as PyTorch's schedulers compute them for the reference."""
 
 import numpy as np
 import pytest
@@ -76,3 +76,30 @@ def test_num_train_steps_spreads_each_policy_over_the_same_epochs(policy):
     np.testing.assert_allclose(
         [float(by_steps(t)) for t in steps], [float(by_epochs(t / 2)) for t in steps], rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("patience", [5, 1, 0])
+def test_the_plateau_policy_is_pytorchs_reduce_on_plateau(patience):
+    """The reference's ReduceLROnPlateau(mode="min", factor=0.2, threshold=0.01) fed the same
+    metric: improvements, slips within the 1 % threshold, plateaus, new bests after a cut."""
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.2, threshold=0.01, patience=patience
+    )
+    values = [1.0, 0.8, 0.795, 0.79, 0.81, 0.85, 0.792, 0.7, 0.699, 0.7, 0.75, 0.72, 0.71]
+    values += [0.705, 0.7, 0.69, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.496, 0.494]
+    lr, _ = schedule(lr_policy="plateau")
+    plateau = optim.initial_plateau()
+    cuts = 0
+    for evaluation, value in enumerate(values):
+        optimizer.step()
+        scheduler.step(value)
+        before = float(plateau["scale"])
+        plateau = optim.plateau_after(plateau, value, patience, lr=2e-4)
+        cuts += float(plateau["scale"]) < before
+        expected = optimizer.param_groups[0]["lr"]
+        assert float(lr(evaluation)) * float(plateau["scale"]) == pytest.approx(
+            expected, rel=1e-6
+        ), evaluation
+    assert cuts >= (2 if patience < 5 else 1)

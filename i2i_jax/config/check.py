@@ -131,6 +131,13 @@ def _check_schedule(config) -> None:
             "train",
             "--config.n_epochs=100 (or --config.num_train_steps=N)",
         )
+    if config.get("lr_policy") == "plateau" and config.eval_every_steps <= 0:
+        raise ConfigError(
+            "eval_every_steps",
+            config.eval_every_steps,
+            "lr_policy=plateau watches the evaluations, and with 0 there are none",
+            "--config.eval_every_steps=N (N > 0), or another --config.lr_policy",
+        )
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise ConfigError(
             "lr",

@@ -172,9 +172,24 @@ KEYS = (
         "lr_policy",
         "linear",
         "learning-rate policy, as the reference's --lr_policy: linear (constant for n_epochs, "
-        "then linear to 0 over n_epochs_decay), step (x0.1 every lr_decay_iters epochs) or cosine "
-        "(T_max = n_epochs, rising again after them as PyTorch's)",
+        "then linear to 0 over n_epochs_decay), step (x0.1 every lr_decay_iters epochs), plateau "
+        "(x0.2 after more than plateau_patience evaluations without a 1% better "
+        "plateau_metric) or cosine (T_max = n_epochs, rising again after them as PyTorch's)",
         choices=optim.LR_POLICIES,
+    ),
+    Key(
+        "plateau_metric",
+        "l1",
+        "lr_policy=plateau: the evaluation metric it watches, lower being better (an "
+        "eval_metrics.jsonl key)",
+        cycle_gan="cycle_l1_A",
+    ),
+    _count(
+        "plateau_patience",
+        5,
+        "lr_policy=plateau: evaluations without improvement it tolerates before cutting the rate",
+        0,
+        "an evaluation count",
     ),
     _count(
         "lr_decay_iters",

@@ -8,7 +8,7 @@ import optax
 
 from i2i_jax import losses, models, optim, parallel
 from i2i_jax.models import layers
-from i2i_jax.state import NetState
+from i2i_jax.state import NetState, TrainState
 
 TEST_MODES = ("train_like", "eval")
 # What the backward pass keeps from a training forward pass: everything (`none`), or only
@@ -45,14 +45,26 @@ class GanTask:
         """Translation direction -> its generator."""
         return {"AtoB": Generator("G", self.generator, self.config.input_nc)}
 
-    def apply_gradients(self, net: NetState, grads, batch_stats, step) -> NetState:
-        """`net` after train step `step`'s optimizer update. A network that keeps a moving
+    def init_plateau(self):
+        """The train state's `plateau` field: its initial state under `lr_policy=plateau`."""
+        plateau = self.config.get("lr_policy") == "plateau"  # Configs before it had none.
+        return optim.initial_plateau() if plateau else None
+
+    def learning_rate(self, state: TrainState):
+        """The rate of `state`'s step: the policy's schedule times the plateau's scale."""
+        return self.lr_schedule(state.step) * state.lr_scale()
+
+    def apply_gradients(self, net: NetState, grads, batch_stats, state: TrainState) -> NetState:
+        """`net` after the optimizer update of `state`'s step, scaled by the plateau policy's
+        scale (Adam's update is proportional to its rate). A network that keeps a moving
         average moves it toward the new weights, keeping `optim.average_decay` of it."""
         updates, opt_state = self.tx.update(grads, net.opt_state, net.params)
+        if state.plateau is not None:
+            updates = jax.tree.map(lambda u: u * state.lr_scale(), updates)
         params = optax.apply_updates(net.params, updates)
         average = net.average
         if average is not None:
-            keep = optim.average_decay(self.ema_decay, step)
+            keep = optim.average_decay(self.ema_decay, state.step)
             average = jax.tree.map(
                 lambda old, new: old + (1.0 - keep) * (new - old),
                 average,

@@ -69,7 +69,13 @@ class CycleGAN(GanTask):
             "fake_B": image_pool.empty_pool(c.pool_size, shape_b),
             "fake_A": image_pool.empty_pool(c.pool_size, shape_a),
         }
-        return TrainState(step=jnp.zeros((), jnp.int32), rng=key, nets=nets, pools=pools)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            rng=key,
+            nets=nets,
+            pools=pools,
+            plateau=self.init_plateau(),
+        )
 
     def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
         """The reference's `optimize_parameters`: both generators, then both discriminators
@@ -163,13 +169,12 @@ class CycleGAN(GanTask):
             ({**g_grads, **d_grads}, stats, step_metrics)
         )
         new_nets = {
-            name: self.apply_gradients(nets[name], grads[name], stats[name], state.step)
-            for name in nets
+            name: self.apply_gradients(nets[name], grads[name], stats[name], state) for name in nets
         }
         new_state = state.replace(
             step=state.step + 1, nets=new_nets, pools={"fake_B": pool_b, "fake_A": pool_a}
         )
-        return new_state, {**step_metrics, "lr": self.lr_schedule(state.step)}
+        return new_state, {**step_metrics, "lr": self.learning_rate(state)}
 
     def eval_step(self, state: TrainState, batch, direction: str) -> dict:
         """Translates the batch's `direction[0]` images and back: the cycle-reconstruction L1,

@@ -31,7 +31,9 @@ class Pix2Pix(GanTask):
             "G": init_net(self.generator, self.tx, g_key, image, keep_average=self.ema_decay > 0),
             "D": init_net(self.discriminator, self.tx, d_key, pair),
         }
-        return TrainState(step=jnp.zeros((), jnp.int32), rng=key, nets=nets)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), rng=key, nets=nets, plateau=self.init_plateau()
+        )
 
     def _discriminator(self, params, real_a):
         """D(a, b) on the input and a candidate output, stacked on channels."""
@@ -73,7 +75,7 @@ class Pix2Pix(GanTask):
         (_, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
             parallel.per_device(d.params)
         )
-        new_d = self.apply_gradients(d, parallel.mean_over_devices(d_grads), d_stats, state.step)
+        new_d = self.apply_gradients(d, parallel.mean_over_devices(d_grads), d_stats, state)
 
         def g_loss_fn(fake):
             logits, stats = self._discriminator(new_d.params, real_a)(new_d.batch_stats, fake)
@@ -89,11 +91,11 @@ class Pix2Pix(GanTask):
         g_grads, g_stats, d_stats, step_metrics = parallel.mean_over_devices(
             (g_grads, g_stats, d_stats, step_metrics)
         )
-        new_g = self.apply_gradients(g, g_grads, g_stats, state.step)
+        new_g = self.apply_gradients(g, g_grads, g_stats, state)
         new_d = new_d.replace(batch_stats=d_stats)
 
         new_state = state.replace(step=state.step + 1, nets={"G": new_g, "D": new_d})
-        return new_state, {**step_metrics, "lr": self.lr_schedule(state.step)}
+        return new_state, {**step_metrics, "lr": self.learning_rate(state)}
 
     def eval_step(self, state: TrainState, batch, direction: str = "AtoB") -> dict:
         """Per-example L1/PSNR/SSIM of the translation, and input | output | target images."""
