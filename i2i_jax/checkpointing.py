@@ -13,7 +13,7 @@ import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from i2i_jax import distributed
-from i2i_jax.errors import UserError, first_line
+from i2i_jax.errors import NotFoundError, UserError, first_line
 
 log = logging.getLogger("i2i_jax")
 
@@ -84,6 +84,19 @@ class Checkpointer:
                 "with the old one; to start over, use a new --workdir."
             )
         return None
+
+    def restore_step(self, step: int, template):
+        """The checkpoint of `step`, laid out like `template`; NotFoundError naming the steps
+        there are when it has none of that step."""
+        steps = self.manager.all_steps()
+        if step not in steps:
+            raise NotFoundError(
+                f"{self.manager.directory} has no checkpoint of step {step}; it has "
+                + (", ".join(map(str, steps)) if steps else "none")
+                + "\nFix: name one of those steps, or leave the step out for the latest"
+            )
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
     def _set_aside(self, steps: list[int]) -> None:
         if not steps:

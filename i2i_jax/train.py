@@ -1,7 +1,5 @@
 """`train_and_evaluate`: the training loop, periodic evaluation, sample grids and checkpoints."""
 
-import collections
-import functools
 import itertools
 import logging
 
@@ -27,52 +25,11 @@ from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
 from i2i_jax.errors import ConfigError
+from i2i_jax.evaluation import Evaluator
 from i2i_jax.models import conv_forms
-from i2i_jax.reporting import Reporter, image_grid
+from i2i_jax.reporting import Reporter
 
 log = logging.getLogger("i2i_jax")
-
-
-class Evaluator:
-    """Scores the generators on every example of the eval split(s) and builds the sample grid.
-
-    One pass per translation direction of the task (Pix2Pix: AtoB; CycleGAN: AtoB and BtoA),
-    each over the source of its inputs. Metrics are averaged over the examples that have them.
-    """
-
-    def __init__(self, task, eval_sources, config, mesh):
-        self.sources, self.config, self.mesh = eval_sources, config, mesh
-        self.step_fns = {
-            d: jax.jit(functools.partial(task.eval_step, direction=d)) for d in task.generators()
-        }
-
-    def __call__(self, state) -> tuple[dict[str, float], np.ndarray | None]:
-        """The mean metrics and the sample grid (None when `num_sample_images` is 0)."""
-        sums, counts = collections.defaultdict(float), collections.defaultdict(float)
-        grids = []
-        for direction, step_fn in self.step_fns.items():
-            samples = []
-            for host_batch, host_mask in pipeline.eval_batches(
-                self.sources[direction],
-                self.config,
-                self.config.eval_batch_size,
-                jax.process_index(),
-                jax.process_count(),
-            ):
-                outputs = step_fn(state, parallel.to_global(host_batch, self.mesh))
-                images = outputs.pop("images")
-                outputs, mask = multihost_utils.process_allgather((outputs, host_mask), tiled=True)
-                for key, values in outputs.items():
-                    sums[key] += float(np.sum(values * mask))
-                    counts[key] += float(mask.sum())
-                wanted = self.config.num_sample_images - sum(len(s) for s in samples)
-                if wanted > 0:  # The same on every process, so the collectives match.
-                    kept = multihost_utils.process_allgather(images, tiled=True)[mask > 0]
-                    samples.append(kept[:wanted])
-            if samples:
-                grids.append(image_grid(np.concatenate(samples)))
-        grid = np.concatenate(grids, axis=0) if grids else None
-        return {k: sums[k] / counts[k] for k in sums}, grid
 
 
 class Pending:

@@ -192,6 +192,7 @@ def test_the_benchmark_and_the_config_checks_do_not_load_tensorflow():
     "tool,args,expected",
     [
         ("export", ["--workdir={tmp}", "--output={tmp}/model"], "is not an i2i_jax workdir"),
+        ("evaluate", ["--workdir={tmp}"], "is not an i2i_jax workdir"),
         (
             "translate",
             ["--model={tmp}", "--input={tmp}", "--output={tmp}/out"],

@@ -23,9 +23,20 @@ DOMAINS = ("A", "B")
 
 @dataclasses.dataclass(frozen=True)
 class Source:
+    """`names` are the examples' names where they have them (file names without extension),
+    which the evaluate command names its images after."""
+
     num_examples: int
     read: Callable[[tf.Tensor], dict[str, tf.Tensor]]
     description: str
+    names: tuple[str, ...] = ()
+
+    def name_of(self, index: int) -> str:
+        return self.names[index] if self.names else f"{index:05d}"
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def split_side_by_side(image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -38,14 +49,22 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
-def in_memory_source(images: dict[str, np.ndarray], description: str) -> Source:
+def in_memory_source(
+    images: dict[str, np.ndarray], description: str, names: tuple[str, ...] = ()
+) -> Source:
     tensors = {k: tf.constant(v) for k, v in images.items()}
     count = len(next(iter(images.values())))
     return Source(
         num_examples=count,
         read=lambda i: {k: tf.gather(v, i) for k, v in tensors.items()},
         description=description,
+        names=names,
     )
+
+
+def _synthetic_names(split: str, size: int, style: str = "day") -> tuple[str, ...]:
+    """A building's name is its seed, the same at either time of day in the test split."""
+    return tuple(f"facade_{seed:05d}" for seed in synthetic.split_seeds(split, size, style))
 
 
 def _synthetic_size(config, split: str) -> int:
@@ -98,6 +117,7 @@ def _file_source(files: list[str], decode: Callable, description: str) -> Source
         num_examples=len(files),
         read=lambda i: decode(decode_image(tf.io.read_file(tf.gather(paths, i)))),
         description=description,
+        names=tuple(_stem(f) for f in files),
     )
 
 
@@ -112,6 +132,7 @@ def paired_source(config, split: str) -> Source:
         return in_memory_source(
             {"A": photos, "B": labels},
             f"synthetic facades {split}: {size} pairs at {config.load_size}px",
+            _synthetic_names(split, size),
         )
     if config.data.source == "folder":
         root = config.data.dataroot
@@ -169,6 +190,7 @@ def _separate_pairs(config, split: str) -> Source:
         num_examples=len(pairs),
         read=lambda i: {d: decode_image(tf.io.read_file(tf.gather(paths[d], i))) for d in DOMAINS},
         description=f"folder {config.data.dataroot}/{{A,B}}/{split}: {len(pairs)} pairs",
+        names=tuple(_stem(n) for n in pairs),
     )
 
 
@@ -198,6 +220,7 @@ def domain_source(config, split: str, domain: str) -> Source:
         return in_memory_source(
             images,
             f"synthetic {styles[domain]} facades {split}{domain}: {size} at {config.load_size}px",
+            _synthetic_names(split, size, styles[domain]),
         )
     if config.data.source == "folder":
         files = _image_folder(config, split + domain, side_by_side=False)

@@ -1,0 +1,191 @@
+"""`python -m i2i_jax.evaluate --workdir=DIR`: a checkpoint over every image of a split, as the
+reference's test.py, with a results page.
+
+Writes to `--output` (default `DIR/results/<split>_<mode>_step<N>/`):
+- `images/<name>_<panel>.png`: per test image, named after its source file, the panels of the
+  reference's test.py: Pix2Pix `real_A`, `fake_B`, `real_B`; CycleGAN `real_A`, `fake_B`,
+  `rec_A` and `real_B`, `fake_A`, `rec_B`;
+- `index.html`: a row per image with its metrics, worst first, the averages on top;
+- `metrics.json`: the averages, every image's metrics, the checkpoint step, split and mode.
+
+The scores are those of training's evaluation (the same `Evaluator`): on the split and mode a
+run evaluated in, they equal its `eval_metrics.jsonl` at that step. Every device of every
+process takes part and each image is scored once; process 0 writes. An earlier evaluation is
+never overwritten unless `--overwrite`; the output appears whole or not at all.
+"""
+
+import io
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import flags
+from jax.experimental import multihost_utils
+from PIL import Image
+
+from i2i_jax import cli, distributed, parallel, results_page, tasks
+from i2i_jax import config as config_lib
+from i2i_jax.checkpointing import Checkpointer
+from i2i_jax.config import workdir as workdir_config
+from i2i_jax.data import pipeline, sources
+from i2i_jax.errors import NotFoundError, OutputExistsError, UsageError
+from i2i_jax.evaluation import Evaluator
+from i2i_jax.tasks.common import TEST_MODES
+
+log = logging.getLogger("i2i_jax")
+
+# The panels of each direction's sample row, named as the reference's test.py names its images.
+PANELS = {
+    "pix2pix": {"AtoB": ("real_A", "fake_B", "real_B")},
+    "cycle_gan": {"AtoB": ("real_A", "fake_B", "rec_A"), "BtoA": ("real_B", "fake_A", "rec_B")},
+}
+
+
+def evaluate_workdir(
+    workdir: str,
+    step: int | None = None,
+    split: str | None = None,
+    mode: str | None = None,
+    output: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Evaluates `workdir`'s checkpoint of `step` (latest by default) on `split` (the config's
+    eval split) in `mode` (its eval_mode); returns what metrics.json holds."""
+    pipeline.hide_accelerators_from_tensorflow()
+    config = workdir_config.load(workdir)
+    config.data.eval_split = split or config.data.eval_split
+    config.eval_mode = mode or config.eval_mode
+    if config.eval_mode not in TEST_MODES:
+        raise UsageError(f"--mode={config.eval_mode!r} is not one of {TEST_MODES}")
+    mesh = parallel.make_mesh()
+    config_lib.validate(config, mesh.size)
+    task = tasks.build_task(config, steps_per_epoch=1)  # The schedule plays no part here.
+    state = _restore(workdir, config, task, mesh, step)
+    step = int(state.step)
+    output = output or os.path.join(
+        workdir, "results", f"{config.data.eval_split}_{config.eval_mode}_step{step}"
+    )
+    _check_output(output, overwrite)
+    eval_sources = sources.eval_sources(config)
+    evaluator = Evaluator(task, eval_sources, config, mesh)
+    writer = distributed.is_first_process()
+    staging = output.rstrip("/") + ".partial"
+    if writer:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
+        tf.io.gfile.makedirs(os.path.join(staging, "images"))
+
+    tables = {d: {"panels": p, "rows": []} for d, p in PANELS[config.model].items()}
+    for batch in evaluator.batches(state):
+        images = multihost_utils.process_allgather(batch.images, tiled=True)
+        for slot in np.flatnonzero(batch.mask > 0):
+            name = eval_sources[batch.direction].name_of(int(batch.index[slot]))
+            panels = tables[batch.direction]["panels"]
+            files = [f"images/{name}_{panel}.png" for panel in panels]
+            if writer:
+                for path, panel in zip(
+                    files, np.split(images[slot], len(panels), axis=1), strict=True
+                ):
+                    _write_png(os.path.join(staging, path), panel)
+            tables[batch.direction]["rows"].append(
+                {
+                    "name": name,
+                    "images": files,
+                    "metrics": {k: float(v[slot]) for k, v in batch.metrics.items()},
+                }
+            )
+
+    averages = {}
+    for table in tables.values():
+        for key in {k for row in table["rows"] for k in row["metrics"]}:
+            averages[key] = float(np.mean([row["metrics"][key] for row in table["rows"]]))
+    summary = {
+        "workdir": os.path.abspath(workdir),
+        "step": step,
+        "split": config.data.eval_split,
+        "mode": config.eval_mode,
+        "model": config.model,
+        "num_images": {d: len(t["rows"]) for d, t in tables.items()},
+        "averages": dict(sorted(averages.items())),
+    }
+    if writer:
+        with tf.io.gfile.GFile(os.path.join(staging, "metrics.json"), "w") as f:
+            json.dump({**summary, "images": {d: t["rows"] for d, t in tables.items()}}, f, indent=1)
+        title = (
+            f"{os.path.basename(os.path.abspath(workdir))}: {config.data.eval_split}, step {step}"
+        )
+        page_summary = {k: v for k, v in summary.items() if k != "averages"}
+        page_summary.update(averages)
+        with tf.io.gfile.GFile(os.path.join(staging, "index.html"), "w") as f:
+            f.write(results_page.render(title, page_summary, tables))
+        if tf.io.gfile.exists(output):  # Only an empty directory, or --overwrite.
+            tf.io.gfile.rmtree(output)
+        tf.io.gfile.rename(staging, output)
+    multihost_utils.sync_global_devices("i2i_jax: evaluation written")
+    log.info(
+        "evaluated step %d on %s (%s mode): %s -> %s",
+        step,
+        config.data.eval_split,
+        config.eval_mode,
+        " ".join(f"{k}={v:.4f}" for k, v in sorted(averages.items())),
+        os.path.join(output, "index.html"),
+    )
+    return summary
+
+
+def _restore(workdir: str, config, task, mesh, step: int | None):
+    template = parallel.init_replicated(task.init_state, config.seed, mesh)
+    checkpointer = Checkpointer(workdir, every_steps=0, keep=config.keep_checkpoints)
+    try:
+        if step is not None:
+            return checkpointer.restore_step(step, template)
+        state = checkpointer.restore_latest(template)
+    finally:
+        checkpointer.close()
+    if state is None:
+        raise NotFoundError(
+            f"{workdir} has no checkpoint to evaluate: train it first "
+            f"(python -m i2i_jax.main --workdir={workdir} ...)"
+        )
+    return state
+
+
+def _check_output(output: str, overwrite: bool) -> None:
+    if tf.io.gfile.isdir(output) and tf.io.gfile.listdir(output) and not overwrite:
+        raise OutputExistsError(
+            f"{output} already holds an evaluation\nFix: pass --overwrite to replace it, or "
+            "--output=DIR for a new one"
+        )
+
+
+def _write_png(path: str, image: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def define_flags() -> None:
+    """Only when run as a program, so importing this module defines no flags."""
+    flags.DEFINE_string("workdir", None, "A training workdir (python -m i2i_jax.main).")
+    flags.DEFINE_integer("step", None, "The checkpoint's step; default: the latest.")
+    flags.DEFINE_string("split", None, "The split to evaluate; default: the config's eval_split.")
+    flags.DEFINE_enum("mode", None, TEST_MODES, "Test-time mode; default: the config's eval_mode.")
+    flags.DEFINE_string(
+        "output", None, "Directory to write to; default: WORKDIR/results/<split>_<mode>_step<N>."
+    )
+    flags.DEFINE_bool("overwrite", False, "Replace an earlier evaluation in --output.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def main():
+    f = flags.FLAGS
+    distributed.initialize("auto")  # Joins when a cluster manager started several tasks.
+    evaluate_workdir(f.workdir, f.step, f.split, f.mode, f.output, f.overwrite)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
