@@ -116,8 +116,9 @@ def evaluate_workdir(
         title = (
             f"{os.path.basename(os.path.abspath(workdir))}: {config.data.eval_split}, step {step}"
         )
-        page_summary = {k: v for k, v in summary.items() if k != "averages"}
-        page_summary.update(averages)
+        page_summary = {k: v for k, v in summary.items() if k not in ("averages", "num_images")}
+        page_summary["images"] = ", ".join(f"{d}: {n}" for d, n in summary["num_images"].items())
+        page_summary.update(summary["averages"])
         with tf.io.gfile.GFile(os.path.join(staging, "index.html"), "w") as f:
             f.write(results_page.render(title, page_summary, tables))
         if tf.io.gfile.exists(output):  # Only an empty directory, or --overwrite.

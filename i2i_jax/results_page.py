@@ -1,14 +1,27 @@
 """`index.html` of an evaluation: one table per translation direction, a row per test image
 (its panels side by side and its metrics), the averages on top, worst first; a click on a
-column heading sorts by it. Static HTML with relative links: it opens from the disk."""
+column heading sorts by it, and images that fail to load are counted and reported on top.
+Static HTML with relative links: it opens from the disk."""
 
 import html
 import math
 
 HIGHER_IS_BETTER = ("psnr", "ssim")  # Metric name prefixes; the others (L1s) are errors.
 
-_SORT_SCRIPT = """
+# Sorting by a column; and, once the page has loaded, the count of images that did not load in
+# `body[data-broken-images]`, with a warning on top when there are any (a moved folder).
+_SCRIPT = """
 <script>
+window.addEventListener("load", () => {
+  const broken = Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0);
+  document.body.dataset.brokenImages = broken.length;
+  if (broken.length) {
+    const warning = document.createElement("p");
+    warning.id = "broken-images";
+    warning.textContent = broken.length + " images did not load, e.g. " + broken[0].alt;
+    document.body.prepend(warning);
+  }
+});
 for (const heading of document.querySelectorAll("th[data-column]")) {
   heading.addEventListener("click", () => {
     const table = heading.closest("table"), body = table.tBodies[0];
@@ -53,7 +66,7 @@ def render(title: str, summary: dict, tables: dict[str, dict]) -> str:
     ]
     for direction, table in tables.items():
         parts.append(_direction_table(direction, table))
-    parts.append(_SORT_SCRIPT)
+    parts.append(_SCRIPT)
     parts.append("</body></html>")
     return "\n".join(parts)
 
