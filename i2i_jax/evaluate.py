@@ -6,7 +6,9 @@ Writes to `--output` (default `DIR/results/<split>_<mode>_step<N>/`):
   reference's test.py: Pix2Pix `real_A`, `fake_B`, `real_B`; CycleGAN `real_A`, `fake_B`,
   `rec_A` and `real_B`, `fake_A`, `rec_B`;
 - `index.html`: a row per image with its metrics, worst first, the averages on top;
-- `metrics.json`: the averages, every image's metrics, the checkpoint step, split and mode.
+- `metrics.json`: the averages, every image's metrics, the checkpoint step, split and mode;
+  with `--fid_weights` (pytorch-fid's Inception weights), also each translation's FID and KID
+  against the real images of its target domain, as pytorch-fid computes them.
 
 The scores are those of training's evaluation (the same `Evaluator`): on the split and mode a
 run evaluated in, they equal its `eval_metrics.jsonl` at that step. Every device of every
@@ -25,22 +27,16 @@ from absl import flags
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from i2i_jax import cli, distributed, parallel, results_page, tasks
+from i2i_jax import cli, distributed, fid_inception, parallel, results_page, tasks
 from i2i_jax import config as config_lib
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
 from i2i_jax.errors import NotFoundError, OutputExistsError, UsageError
-from i2i_jax.evaluation import Evaluator
+from i2i_jax.evaluation import PANELS, Evaluator
 from i2i_jax.tasks.common import TEST_MODES
 
 log = logging.getLogger("i2i_jax")
-
-# The panels of each direction's sample row, named as the reference's test.py names its images.
-PANELS = {
-    "pix2pix": {"AtoB": ("real_A", "fake_B", "real_B")},
-    "cycle_gan": {"AtoB": ("real_A", "fake_B", "rec_A"), "BtoA": ("real_B", "fake_A", "rec_B")},
-}
 
 
 def evaluate_workdir(
@@ -50,6 +46,7 @@ def evaluate_workdir(
     mode: str | None = None,
     output: str | None = None,
     overwrite: bool = False,
+    fid_weights: str | None = None,
 ) -> dict:
     """Evaluates `workdir`'s checkpoint of `step` (latest by default) on `split` (the config's
     eval split) in `mode` (its eval_mode); returns what metrics.json holds."""
@@ -57,6 +54,7 @@ def evaluate_workdir(
     config = workdir_config.load(workdir)
     config.data.eval_split = split or config.data.eval_split
     config.eval_mode = mode or config.eval_mode
+    config.fid_weights = fid_weights or config.get("fid_weights", "")
     if config.eval_mode not in TEST_MODES:
         raise UsageError(f"--mode={config.eval_mode!r} is not one of {TEST_MODES}")
     mesh = parallel.make_mesh()
@@ -78,8 +76,11 @@ def evaluate_workdir(
         tf.io.gfile.makedirs(os.path.join(staging, "images"))
 
     tables = {d: {"panels": p, "rows": []} for d, p in PANELS[config.model].items()}
+    distributions = evaluator.distribution_scores()
     for batch in evaluator.batches(state):
         images = multihost_utils.process_allgather(batch.images, tiled=True)
+        if distributions:
+            distributions.add(batch.direction, images[batch.mask > 0])
         for slot in np.flatnonzero(batch.mask > 0):
             name = eval_sources[batch.direction].name_of(int(batch.index[slot]))
             panels = tables[batch.direction]["panels"]
@@ -101,6 +102,14 @@ def evaluate_workdir(
     for table in tables.values():
         for key in {k for row in table["rows"] for k in row["metrics"]}:
             averages[key] = float(np.mean([row["metrics"][key] for row in table["rows"]]))
+    if distributions:
+        averages.update(distributions())
+    else:
+        log.info(
+            "FID and KID not computed: set --fid_weights to pytorch-fid's %s (%s)",
+            fid_inception.WEIGHTS_FILE,
+            fid_inception.WEIGHTS_URL,
+        )
     summary = {
         "workdir": os.path.abspath(workdir),
         "step": step,
@@ -178,13 +187,19 @@ def define_flags() -> None:
         "output", None, "Directory to write to; default: WORKDIR/results/<split>_<mode>_step<N>."
     )
     flags.DEFINE_bool("overwrite", False, "Replace an earlier evaluation in --output.")
+    flags.DEFINE_string(
+        "fid_weights",
+        None,
+        f"pytorch-fid's {fid_inception.WEIGHTS_FILE} (or its converted .npz): adds FID and KID; "
+        "default: the config's fid_weights.",
+    )
     flags.mark_flags_as_required(["workdir"])
 
 
 def main():
     f = flags.FLAGS
     distributed.initialize("auto")  # Joins when a cluster manager started several tasks.
-    evaluate_workdir(f.workdir, f.step, f.split, f.mode, f.output, f.overwrite)
+    evaluate_workdir(f.workdir, f.step, f.split, f.mode, f.output, f.overwrite, f.fid_weights)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from PIL import Image
 
 log = logging.getLogger("i2i_jax")
 
+BEST_FILE = "best_fid.json"
+
 
 def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -78,6 +80,7 @@ class Reporter:
         record = {"step": step, **{k: float(v) for k, v in results.items()}}
         with tf.io.gfile.GFile(os.path.join(self.workdir, "eval_metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
+        self._record_best(record)
         log.info("eval at step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in results.items()))
         self.scalars(step, results, prefix="eval/")
         if grid is None:
@@ -89,6 +92,22 @@ class Reporter:
         with self._writer.as_default():
             tf.summary.image("samples/input_output_target", grid[None], step=step)
         self._writer.flush()
+
+    def _record_best(self, record: dict) -> None:
+        """`best_fid.json`: the evaluation with the lowest FID (summed over directions) so
+        far, the step to export or fine-tune from; untrained (step 0) models do not count."""
+        fids = [v for k, v in record.items() if k == "fid" or k.startswith("fid_")]
+        if not fids or record["step"] == 0:
+            return
+        path = os.path.join(self.workdir, BEST_FILE)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                best = json.load(f)
+            if best["fid_total"] <= sum(fids):
+                return
+        with tf.io.gfile.GFile(path, "w") as f:
+            json.dump({**record, "fid_total": sum(fids)}, f, indent=1)
+        log.info("best FID so far: %.3f at step %d (%s)", sum(fids), record["step"], BEST_FILE)
 
     def close(self) -> None:
         if self._writer:

@@ -162,6 +162,14 @@ KEYS = (
     Key("lr", 2e-4, "Adam's learning rate"),  # Rule: positive and finite (check.py).
     Key("beta1", 0.5, "Adam's beta1 (beta2 is 0.999)"),  # Rule: in [0, 1) (check.py).
     Key(
+        "fid_weights",
+        "",
+        "pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or its converted .npz): every "
+        "evaluation adds FID and KID of each translation against its domain's real images; '': "
+        "none",
+        may_change_on_resume=True,
+    ),
+    Key(
         "ema_decay",
         0.0,
         "> 0: keep an exponential moving average of the generators' weights with this decay "
