@@ -75,15 +75,42 @@ def evaluate_workdir(
             tf.io.gfile.rmtree(staging)
         tf.io.gfile.makedirs(os.path.join(staging, "images"))
 
-    tables = {d: {"panels": p, "rows": []} for d, p in PANELS[config.model].items()}
+    tables, averages = _score(evaluator, eval_sources, state, config.model, staging, writer)
+    summary = {
+        "workdir": os.path.abspath(workdir),
+        "step": step,
+        "split": config.data.eval_split,
+        "mode": config.eval_mode,
+        "model": config.model,
+        "num_images": {d: len(t["rows"]) for d, t in tables.items()},
+        "averages": dict(sorted(averages.items())),
+    }
+    if writer:
+        _write_results(staging, output, summary, tables)
+    multihost_utils.sync_global_devices("i2i_jax: evaluation written")
+    log.info(
+        "evaluated step %d on %s (%s mode): %s -> %s",
+        step,
+        config.data.eval_split,
+        config.eval_mode,
+        " ".join(f"{k}={v:.4f}" for k, v in sorted(averages.items())),
+        os.path.join(output, "index.html"),
+    )
+    return summary
+
+
+def _score(evaluator, eval_sources, state, model: str, staging: str, writer: bool):
+    """Every image's metrics (rows of a table per direction, their PNGs written into
+    `staging` by the writer) and the averages, FID and KID included where configured."""
+    tables = {d: {"panels": p, "rows": []} for d, p in PANELS[model].items()}
     distributions = evaluator.distribution_scores()
     for batch in evaluator.batches(state):
         images = multihost_utils.process_allgather(batch.images, tiled=True)
         if distributions:
             distributions.add(batch.direction, images[batch.mask > 0])
+        panels = tables[batch.direction]["panels"]
         for slot in np.flatnonzero(batch.mask > 0):
             name = eval_sources[batch.direction].name_of(int(batch.index[slot]))
-            panels = tables[batch.direction]["panels"]
             files = [f"images/{name}_{panel}.png" for panel in panels]
             if writer:
                 for path, panel in zip(
@@ -97,7 +124,6 @@ def evaluate_workdir(
                     "metrics": {k: float(v[slot]) for k, v in batch.metrics.items()},
                 }
             )
-
     averages = {}
     for table in tables.values():
         for key in {k for row in table["rows"] for k in row["metrics"]}:
@@ -110,39 +136,22 @@ def evaluate_workdir(
             fid_inception.WEIGHTS_FILE,
             fid_inception.WEIGHTS_URL,
         )
-    summary = {
-        "workdir": os.path.abspath(workdir),
-        "step": step,
-        "split": config.data.eval_split,
-        "mode": config.eval_mode,
-        "model": config.model,
-        "num_images": {d: len(t["rows"]) for d, t in tables.items()},
-        "averages": dict(sorted(averages.items())),
-    }
-    if writer:
-        with tf.io.gfile.GFile(os.path.join(staging, "metrics.json"), "w") as f:
-            json.dump({**summary, "images": {d: t["rows"] for d, t in tables.items()}}, f, indent=1)
-        title = (
-            f"{os.path.basename(os.path.abspath(workdir))}: {config.data.eval_split}, step {step}"
-        )
-        page_summary = {k: v for k, v in summary.items() if k not in ("averages", "num_images")}
-        page_summary["images"] = ", ".join(f"{d}: {n}" for d, n in summary["num_images"].items())
-        page_summary.update(summary["averages"])
-        with tf.io.gfile.GFile(os.path.join(staging, "index.html"), "w") as f:
-            f.write(results_page.render(title, page_summary, tables))
-        if tf.io.gfile.exists(output):  # Only an empty directory, or --overwrite.
-            tf.io.gfile.rmtree(output)
-        tf.io.gfile.rename(staging, output)
-    multihost_utils.sync_global_devices("i2i_jax: evaluation written")
-    log.info(
-        "evaluated step %d on %s (%s mode): %s -> %s",
-        step,
-        config.data.eval_split,
-        config.eval_mode,
-        " ".join(f"{k}={v:.4f}" for k, v in sorted(averages.items())),
-        os.path.join(output, "index.html"),
-    )
-    return summary
+    return tables, averages
+
+
+def _write_results(staging: str, output: str, summary: dict, tables: dict) -> None:
+    """metrics.json and index.html beside the PNGs, then the whole moved into place."""
+    with tf.io.gfile.GFile(os.path.join(staging, "metrics.json"), "w") as f:
+        json.dump({**summary, "images": {d: t["rows"] for d, t in tables.items()}}, f, indent=1)
+    title = f"{os.path.basename(summary['workdir'])}: {summary['split']}, step {summary['step']}"
+    page_summary = {k: v for k, v in summary.items() if k not in ("averages", "num_images")}
+    page_summary["images"] = ", ".join(f"{d}: {n}" for d, n in summary["num_images"].items())
+    page_summary.update(summary["averages"])
+    with tf.io.gfile.GFile(os.path.join(staging, "index.html"), "w") as f:
+        f.write(results_page.render(title, page_summary, tables))
+    if tf.io.gfile.exists(output):  # Only an empty directory, or --overwrite.
+        tf.io.gfile.rmtree(output)
+    tf.io.gfile.rename(staging, output)
 
 
 def _restore(workdir: str, config, task, mesh, step: int | None):
