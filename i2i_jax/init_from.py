@@ -59,8 +59,8 @@ def load_networks(spec: str, state):
         _check_shapes(spec, workdir, name, ours, saved)
         loaded = parallel.like_replicated(saved, ours)
         average = None
-        if net.average is not None:  # Starts at the weights, as a fresh run's does.
-            average = parallel.like_replicated(saved, ours)
+        if net.average is not None:  # Starts at the weights, as a fresh run's does, in
+            average = parallel.like_replicated(saved, ours)  # buffers of its own (donation).
         nets[name] = net.replace(**loaded, average=average)
     return state.replace(nets=nets)
 
