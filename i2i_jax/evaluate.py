@@ -27,12 +27,11 @@ from absl import flags
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from i2i_jax import cli, distributed, fid_inception, parallel, results_page, tasks
+from i2i_jax import cli, distributed, export, fid_inception, parallel, results_page
 from i2i_jax import config as config_lib
-from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
-from i2i_jax.errors import NotFoundError, OutputExistsError, UsageError
+from i2i_jax.errors import OutputExistsError, UsageError
 from i2i_jax.evaluation import PANELS, Evaluator
 from i2i_jax.tasks.common import TEST_MODES
 
@@ -59,8 +58,7 @@ def evaluate_workdir(
         raise UsageError(f"--mode={config.eval_mode!r} is not one of {TEST_MODES}")
     mesh = parallel.make_mesh()
     config_lib.validate(config, mesh.size)
-    task = tasks.build_task(config, steps_per_epoch=1)  # The schedule plays no part here.
-    state = _restore(workdir, config, task, mesh, step)
+    task, state = export.restore_state(workdir, config, mesh, step, purpose="evaluate")
     step = int(state.step)
     output = output or os.path.join(
         workdir, "results", f"{config.data.eval_split}_{config.eval_mode}_step{step}"
@@ -152,23 +150,6 @@ def _write_results(staging: str, output: str, summary: dict, tables: dict) -> No
     if tf.io.gfile.exists(output):  # Only an empty directory, or --overwrite.
         tf.io.gfile.rmtree(output)
     tf.io.gfile.rename(staging, output)
-
-
-def _restore(workdir: str, config, task, mesh, step: int | None):
-    template = parallel.init_replicated(task.init_state, config.seed, mesh)
-    checkpointer = Checkpointer(workdir, every_steps=0, keep=config.keep_checkpoints)
-    try:
-        if step is not None:
-            return checkpointer.restore_step(step, template)
-        state = checkpointer.restore_latest(template)
-    finally:
-        checkpointer.close()
-    if state is None:
-        raise NotFoundError(
-            f"{workdir} has no checkpoint to evaluate: train it first "
-            f"(python -m i2i_jax.main --workdir={workdir} ...)"
-        )
-    return state
 
 
 def _check_output(output: str, overwrite: bool) -> None:

@@ -45,20 +45,29 @@ FORMATS = ("jax", "savedmodel")
 MANIFEST = "manifest.json"
 
 
-def restore_latest_state(workdir: str, config):
-    """The workdir's latest restorable train state, on this process's first device."""
+def restore_state(
+    workdir: str, config, mesh=None, step: int | None = None, purpose: str = "export"
+):
+    """The task and the workdir's train state of `step` (by default its latest restorable
+    one), replicated over `mesh` (by default this process's first device). `purpose` names
+    what the missing checkpoint was wanted for."""
     task = tasks.build_task(config, steps_per_epoch=1)  # The schedule plays no part here.
-    sharding = parallel.replicated(parallel.make_mesh(jax.local_devices()[:1]))
+    mesh = mesh or parallel.make_mesh(jax.local_devices()[:1])
+    sharding = parallel.replicated(mesh)
     template = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
         jax.eval_shape(task.init_state, config.seed),
     )
     checkpointer = Checkpointer(workdir, every_steps=0, keep=config.keep_checkpoints)
-    state = checkpointer.restore_latest(template)
-    checkpointer.close()
+    try:
+        if step is not None:
+            return task, checkpointer.restore_step(step, template)
+        state = checkpointer.restore_latest(template)
+    finally:
+        checkpointer.close()
     if state is None:
         raise NotFoundError(
-            f"{workdir} has no checkpoint to export: train it first "
+            f"{workdir} has no checkpoint to {purpose}: train it first "
             f"(python -m i2i_jax.main --workdir={workdir} ...)"
         )
     return task, state
@@ -202,7 +211,7 @@ def export_generators(
     if mode not in TEST_MODES:
         raise UsageError(f"--mode={mode!r} is not one of {TEST_MODES}")
     check_output(output)
-    task, state = restore_latest_state(workdir, config)
+    task, state = restore_state(workdir, config)
     generators = task.generators()
     directions = directions or list(generators)
     unknown = [d for d in directions if d not in generators]

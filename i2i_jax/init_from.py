@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
+from flax import traverse_util
 
 from i2i_jax import parallel
 from i2i_jax.config import workdir as workdir_config
@@ -128,15 +129,9 @@ def _described(array) -> str:
 
 
 def _by_path(tree) -> dict:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
-
-
-def _key_name(key) -> str:
-    for attribute in ("key", "name", "idx"):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
+    """Leaves by "/"-joined path, in the tree's (sorted-key) order."""
+    flat = traverse_util.flatten_dict(tree)
+    return {"/".join(path): flat[path] for path in sorted(flat)}
 
 
 def _shape_options(workdir: str) -> str:
