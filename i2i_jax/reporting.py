@@ -14,9 +14,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from i2i_jax.config.workdir import write_whole
+
 log = logging.getLogger("i2i_jax")
 
 BEST_FILE = "best_fid.json"
+METRICS_FILE = "eval_metrics.jsonl"
 
 
 def format_duration(seconds: float) -> str:
@@ -28,6 +31,28 @@ def format_duration(seconds: float) -> str:
 def image_grid(rows: np.ndarray) -> np.ndarray:
     """Stacks a batch of [H, W, 3] uint8 rows (each e.g. input | output | target) vertically."""
     return np.concatenate(list(rows), axis=0)
+
+
+def keep_evaluations_up_to(path: str, start_step: int) -> None:
+    """Drops from the metrics file the evaluations that a run resuming at `start_step` makes
+    again: those after the checkpoint it resumes from (a killed run wrote them, then lost their
+    steps), and step 0's when it starts afresh. A line cut short by a kill goes too. What stays
+    is each evaluated step once, as an uninterrupted run would have left it. The file is
+    replaced whole, so a kill during this rewrite loses nothing either."""
+    if not tf.io.gfile.exists(path):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if step < start_step or (step == start_step > 0):
+            kept.append(line)
+    if kept != lines:
+        write_whole(path, "".join(f"{line}\n" for line in kept))
 
 
 class Reporter:
@@ -42,6 +67,8 @@ class Reporter:
             else None
         )
         self._last_time, self._last_step = time.monotonic(), start_step
+        if is_writer:
+            keep_evaluations_up_to(os.path.join(workdir, METRICS_FILE), start_step)
 
     def progress(self, step: int, scalars: dict[str, float]) -> None:
         """One line: step, losses, steps/s since the last line, and the time left at that rate."""
@@ -78,7 +105,7 @@ class Reporter:
         if not self.is_writer:
             return
         record = {"step": step, **{k: float(v) for k, v in results.items()}}
-        with tf.io.gfile.GFile(os.path.join(self.workdir, "eval_metrics.jsonl"), "a") as f:
+        with tf.io.gfile.GFile(os.path.join(self.workdir, METRICS_FILE), "a") as f:
             f.write(json.dumps(record) + "\n")
         self._record_best(record)
         log.info("eval at step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in results.items()))

@@ -41,16 +41,15 @@ def test_a_run_writes_its_outputs_and_a_rerun_resumes(tiny_config, tmp_path):
     assert Checkpointer(workdir, 4, 3).manager.all_steps() == [4, 8]
     finished = latest_state(tiny_config, workdir)
 
-    # Lose the last checkpoint: the same command resumes at step 4 and reaches the same state.
-    # (Leaving config.json as it was: an unchanged config resumes without a word.)
+    # Lose the last checkpoint: the same command resumes at step 4 and reaches the same state,
+    # and evaluates step 8 again, recorded once. (Leaving config.json as it was: an unchanged
+    # config resumes without a word.)
     shutil.rmtree(os.path.join(workdir, "checkpoints", "8"))
     train.train_and_evaluate(tiny_config, workdir)
-    assert [r["step"] for r in read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))] == [
-        0,
-        4,
-        8,
-        8,
-    ]
+    again = read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))
+    assert [r["step"] for r in again] == [0, 4, 8]
+    assert again[:2] == records[:2]
+    assert again[2] == pytest.approx(records[2], rel=1e-5)
     resumed = latest_state(tiny_config, workdir)
     assert int(resumed.step) == int(finished.step) == 8
     jax.tree.map(
