@@ -5,13 +5,22 @@ processes through a coordinator, after which `jax.devices()` lists every device 
 process and one jitted step runs on all of them. It must run before any other JAX call.
 """
 
+import atexit
 import os
+import signal
+import sys
+import threading
 
 import jax
+from jax._src import distributed as jax_distributed
 
 from i2i_jax.errors import UsageError
 
 MODES = ("auto", "on", "off")
+# A process that sends the coordinator no heartbeat for this long counts as dead: the others
+# then stop, rather than wait in a collective until its own timeout (JAX's default is 100 s).
+HEARTBEAT_TIMEOUT_S = 30
+_WATCH_EVERY_S = 2
 
 
 def launched_by_a_cluster_manager() -> bool:
@@ -55,7 +64,82 @@ def initialize(
         )
     if mode == "auto" and not given and not launched_by_a_cluster_manager():
         return
-    jax.distributed.initialize(**explicit)
+    jax.distributed.initialize(**explicit, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    if jax.process_count() > 1:
+        _watcher.start()
+
+
+class _VanishedProcessWatcher:
+    """A thread that asks the coordinator every few seconds which processes are alive, and
+    stops this one with a message naming those that vanished (killed, out of memory, their
+    host gone). Without it a survivor learns of it from a failed collective or from JAX's
+    runtime aborting it, neither of which says which process is gone.
+
+    The coordinator answers once every live process has asked (or once the missing ones'
+    heartbeats time out), so the thread runs in every process, from `initialize` until exit.
+    """
+
+    def __init__(self):
+        self.thread: threading.Thread | None = None
+        self.exiting = threading.Event()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="i2i_jax-watcher")
+        self.thread.start()
+        # Before JAX's own exit handler (registered earlier, run later), whose shutdown
+        # disconnects this process: a normal end is not a vanished process.
+        atexit.register(self.exiting.set)
+
+    def _watch(self) -> None:
+        everyone = list(range(jax.process_count()))
+        while not self.exiting.is_set():
+            try:
+                live = jax_distributed.global_state.client.get_live_nodes(everyone)
+            except Exception as error:  # The coordinator (process 0) is unreachable.
+                if not self.exiting.is_set():
+                    _stop(
+                        f"process 0 of {len(everyone)}, the coordinator "
+                        f"({jax_distributed.global_state.coordinator_address}), vanished "
+                        f"({str(error).splitlines()[0][:200]})"
+                    )
+                return
+            vanished = sorted(set(everyone) - set(live))
+            if vanished and not self.exiting.is_set():
+                _stop(
+                    f"process{'es' * (len(vanished) > 1)} "
+                    f"{', '.join(map(str, vanished))} of {len(everyone)} vanished: it "
+                    "stopped answering the coordinator (killed, out of memory, or its host "
+                    "went down)"
+                )
+            self.exiting.wait(_WATCH_EVERY_S)
+
+    def wait_for_verdict(self) -> None:
+        """After a failed collective: gives the thread the time it needs to find a vanished
+        process (it then ends this one); returns if it finds none. A launcher's SIGTERM to
+        the job does not cut the wait short."""
+        if self.thread is not None and self.thread.is_alive():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.thread.join(HEARTBEAT_TIMEOUT_S + 3 * _WATCH_EVERY_S)
+
+
+_watcher = _VanishedProcessWatcher()
+
+
+def wait_for_vanished_processes() -> None:
+    """See `_VanishedProcessWatcher.wait_for_verdict`; nothing in a single-process run."""
+    _watcher.wait_for_verdict()
+
+
+def _stop(what: str) -> None:
+    """Ends this process at once (a collective with the vanished process would never end, and
+    neither would JAX's shutdown barrier), saying what happened and what to do."""
+    sys.stdout.flush()
+    sys.stderr.write(
+        f"\ni2i_jax: error: {what}; process {jax.process_index()} stops too.\n"
+        "Fix: rerun the same command on every host; the job resumes from its last checkpoint\n"
+    )
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def describe_devices() -> str:

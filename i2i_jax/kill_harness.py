@@ -106,7 +106,7 @@ class _Trigger:
             self.due = now + self.kill.delay_s
 
 
-def _process_ids(workdir: str, process: int) -> list[int]:
+def process_ids(workdir: str, process: int) -> list[int]:
     """The Python process of `process` in a job started by launch/local.sh on `workdir`."""
     pids = []
     for cmdline_file in glob.glob("/proc/[0-9]*/cmdline"):
@@ -177,7 +177,7 @@ def _kill(job, workdir: str, victim: int, processes: int, attempt: Attempt) -> N
     if processes <= 1:
         os.killpg(job.pid, signal.SIGKILL)
         return
-    pids = _process_ids(workdir, victim)
+    pids = process_ids(workdir, victim)
     if not pids:  # Not started yet, or already gone: the whole job then.
         os.killpg(job.pid, signal.SIGKILL)
         return

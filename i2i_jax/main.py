@@ -21,6 +21,7 @@ if __name__ == "__main__":
 import difflib
 import logging
 
+import jax
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
@@ -122,12 +123,17 @@ def main():
     start()
     cache = compilation_cache.enable(CONFIG.value.compilation_cache_dir)
     logging.getLogger("i2i_jax").info("compilation cache: %s", cache or "off")
-    train.train_and_evaluate(
-        CONFIG.value,
-        WORKDIR.value,
-        _ALLOW_CONFIG_CHANGE.value,
-        _PROFILE_STEPS.value if _PROFILE.value else 0,
-    )
+    try:
+        train.train_and_evaluate(
+            CONFIG.value,
+            WORKDIR.value,
+            _ALLOW_CONFIG_CHANGE.value,
+            _PROFILE_STEPS.value if _PROFILE.value else 0,
+        )
+    except Exception as error:  # A failed collective may be a process gone: say which.
+        if jax.process_count() > 1 and not isinstance(error, UserError):
+            distributed.wait_for_vanished_processes()
+        raise
 
 
 if __name__ == "__main__":

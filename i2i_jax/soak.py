@@ -113,17 +113,23 @@ def draw_kill(rng, phase: str, lengths: dict[str, float], resume_step: int, proc
 
 
 def final_arrays(workdir: str) -> dict[str, np.ndarray]:
-    """Every array of the workdir's last checkpoint, by its path in the state."""
+    """Every array of the workdir's last checkpoint, by its path in the state, read onto one
+    device whatever the layout it was saved from."""
     import jax
     import orbax.checkpoint as ocp
 
     steps = kill_harness.committed_steps(workdir)
-    state = ocp.StandardCheckpointer().restore(
-        os.path.join(workdir, "checkpoints", str(steps[-1]), "default")
+    path = os.path.join(workdir, "checkpoints", str(steps[-1]), "default")
+    checkpointer = ocp.StandardCheckpointer()
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=one_device),
+        checkpointer.metadata(path).item_metadata.tree,
     )
+    state = checkpointer.restore(path, abstract)
     return {
-        jax.tree_util.keystr(path): np.asarray(leaf)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+        jax.tree_util.keystr(key): np.asarray(leaf)
+        for key, leaf in jax.tree_util.tree_leaves_with_path(state)
     }
 
 

@@ -69,7 +69,9 @@ while ((${#running[@]})); do
     wait "${running[$i]}" || status=$?
     unset "running[$i]"
     if ((status != 0)); then
-      echo "launch/local.sh: a process exited with status $status; stopping the others" >&2
+      how="status $status"
+      ((status > 128)) && how="signal $((status - 128)) ($(kill -l $((status - 128))))"
+      echo "launch/local.sh: process $i ended by $how; stopping the others" >&2
       stop_all
       wait "${pids[@]}" 2>/dev/null || true
       exit "$status"

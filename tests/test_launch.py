@@ -64,7 +64,7 @@ def test_the_local_launcher_stops_every_process_when_one_fails(tmp_path):
     )
     assert result.returncode == 3
     assert time.monotonic() - start < 30
-    assert "a process exited with status 3; stopping the others" in result.stderr
+    assert "process 1 ended by status 3; stopping the others" in result.stderr
     survivor = int(pid_file.read_text())
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):

@@ -9,12 +9,13 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 
-from i2i_jax import optim, parallel, tasks
+from i2i_jax import kill_harness, optim, parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 
 from helpers import job_failure_report, one_multiprocess_job_at_a_time
@@ -203,3 +204,49 @@ def test_sigterm_to_a_two_process_job_stops_both_at_one_step_and_resumes_exactly
     assert len({step for _, step in stops}) == 1
     run_to_the_end(tmp_path / "stopped", processes=2)
     assert_bitwise_equal(final_state(tmp_path / "stopped"), final_state(tmp_path / "uninterrupted"))
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_process_killed_in_a_two_process_job_stops_the_other_which_names_it(victim, tmp_path):
+    """SIGKILL to one process after the step-7 checkpoint: the other stops within 60 s rather
+    than wait in its next collective, saying which process vanished (JAX's runtime says it
+    when the coordinator, process 0, is the one gone), and the rerun resumes from the last
+    checkpoint written before the kill."""
+    with taking_turns(2):
+        run = subprocess.Popen(
+            command(tmp_path, 2),
+            env=ONE_DEVICE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        output = []
+        try:
+            for line in run.stdout:
+                output.append(line)
+                if re.search(rf"step (\d*[1-689])/{STEPS}", line) and os.path.isdir(
+                    tmp_path / "checkpoints" / "7"
+                ):
+                    break
+            last_checkpoint = max(kill_harness.committed_steps(str(tmp_path)))
+            for pid in kill_harness.process_ids(str(tmp_path), victim):
+                os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            output.append(run.communicate(timeout=120)[0])
+            stopped_after = time.monotonic() - killed
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+    output = "".join(output)
+    assert stopped_after < 60, output[-3000:]
+    assert f"launch/local.sh: process {victim} ended by signal 9 (KILL)" in output
+    if victim == 1:
+        assert "[0] i2i_jax: error: process 1 of 2 vanished: it stopped answering" in output
+    else:
+        assert "[1] F" in output and "the leader task was preempted/died" in output
+    resumed = run_to_the_end(tmp_path, processes=2)
+    assert f"resumed from {tmp_path / 'checkpoints'} at step {last_checkpoint}" in resumed
+    assert f"step {STEPS}/{STEPS}" in resumed
