@@ -12,8 +12,9 @@ import orbax.checkpoint as ocp
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from i2i_jax import distributed
+from i2i_jax import distributed, restore_faults
 from i2i_jax.errors import NotFoundError, UserError, first_line
+from i2i_jax.restore_faults import CheckpointMismatchError, StorageUnavailableError
 
 log = logging.getLogger("i2i_jax")
 
@@ -51,16 +52,20 @@ class Checkpointer:
         """The newest checkpoint that restores, laid out like `template` (shapes, dtypes,
         shardings), or None when there is none.
 
-        A checkpoint that fails to restore (files lost or truncated by a full disk, a copy cut
-        short, an empty step directory) is skipped with a warning in favour of the one before,
-        and then moved to `<workdir>/damaged_checkpoints/` so that the run can save that step
-        again. If none restores, nothing is moved and the error lists every failure.
+        A damaged checkpoint (files lost or truncated by a full disk, a copy cut short, an empty
+        step directory) is skipped with a warning in favour of the one before, and then moved
+        to `<workdir>/damaged_checkpoints/` so that the run can save that step again. If none
+        restores, nothing is moved and the error lists every failure. A passing storage fault
+        is retried and a checkpoint of other shapes is refused (`_restore`): both leave every
+        checkpoint where it is.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         failures = []
         for step in reversed(self.manager.all_steps()):
             try:
-                state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                state = self._restore(step, abstract)
+            except (CheckpointMismatchError, StorageUnavailableError):
+                raise
             except Exception as error:  # Orbax and TensorStore raise many types.
                 log.warning(
                     "checkpoint %d in %s cannot be restored, trying the one before: %s",
@@ -80,10 +85,33 @@ class Checkpointer:
             raise CheckpointsUnreadableError(
                 f"no checkpoint in {self.manager.directory} can be restored:\n"
                 + "\n".join(f"  step {step}: {first_line(error)}" for step, error in failures)
-                + "\nIf the config changed since they were written (network shapes), resume "
-                "with the old one; to start over, use a new --workdir."
+                + "\nTheir files are missing or corrupt. Fix: restore them from a copy, or "
+                "start over in a new --workdir."
             )
         return None
+
+    def _restore(self, step: int, abstract):
+        """Checkpoint `step` laid out like `abstract`. A read that fails for a passing reason
+        is retried (StorageUnavailableError if it never succeeds); arrays that do not fit
+        `abstract` raise CheckpointMismatchError naming the first; what else fails (damage)
+        raises as orbax raised it."""
+        where = f"checkpoint {step} in {self.manager.directory}"
+        item = self.manager.directory / str(step) / "default"  # A manager's single item.
+        # FileNotFoundError where the metadata is missing (an empty step directory): damage.
+        metadata = restore_faults.retried(
+            lambda: ocp.StandardCheckpointHandler().metadata(item), where
+        )
+        mismatch = restore_faults.first_mismatch(getattr(metadata, "tree", metadata), abstract)
+        if mismatch:
+            raise CheckpointMismatchError(
+                f"{where} does not fit this config: {mismatch}. The checkpoint is intact and "
+                "stays where it is.\nFix: resume with the config it was trained with "
+                f"({os.path.join(self.workdir, 'config.json')}), or start over in a new "
+                "--workdir"
+            )
+        return restore_faults.retried(
+            lambda: self.manager.restore(step, args=ocp.args.StandardRestore(abstract)), where
+        )
 
     def restore_step(self, step: int, template):
         """The checkpoint of `step`, laid out like `template`; NotFoundError naming the steps
@@ -95,8 +123,7 @@ class Checkpointer:
                 + (", ".join(map(str, steps)) if steps else "none")
                 + "\nFix: name one of those steps, or leave the step out for the latest"
             )
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return self._restore(step, jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
 
     def _set_aside(self, steps: list[int]) -> None:
         if not steps:

@@ -9,6 +9,8 @@ The artifact is a directory that runs without this project's code:
   out of the function so that the program stays small and the weights stay inspectable;
 - `manifest.json`: how to call it (inputs, value range, size rule, test-time mode) and the
   training config;
+- `translate.py` (with the two modules it imports): the serving tool, so that
+  `python OUT/translate.py --model=OUT --input=... --output=...` needs only jax, numpy, Pillow;
 - with `--format=savedmodel`, also `savedmodel/<direction>/`, a TF SavedModel for TF Serving.
 
 Test-time mode is explicit: `eval` (running statistics, no dropout: deterministic) or
@@ -43,6 +45,8 @@ log = logging.getLogger("i2i_jax")
 PLATFORMS = ("cpu", "cuda", "tpu")
 FORMATS = ("jax", "savedmodel")
 MANIFEST = "manifest.json"
+# The serving tool, copied into every artifact: `python ARTIFACT/translate.py --model=ARTIFACT`.
+SERVING_FILES = ("translate.py", "exported_generator.py", "tiling.py")
 
 
 def restore_state(
@@ -257,6 +261,8 @@ def export_generators(
     description = manifest(config, int(state.step), mode, files)
     with tf.io.gfile.GFile(os.path.join(staging, MANIFEST), "w") as f:
         json.dump(description, f, indent=2)
+    for name in SERVING_FILES:
+        tf.io.gfile.copy(os.path.join(os.path.dirname(__file__), name), os.path.join(staging, name))
     if tf.io.gfile.exists(output):
         tf.io.gfile.rmtree(output)
     tf.io.gfile.rename(staging, output)

@@ -118,15 +118,16 @@ def final_arrays(workdir: str) -> dict[str, np.ndarray]:
     import jax
     import orbax.checkpoint as ocp
 
-    steps = kill_harness.committed_steps(workdir)
-    path = os.path.join(workdir, "checkpoints", str(steps[-1]), "default")
-    checkpointer = ocp.StandardCheckpointer()
+    step = kill_harness.committed_steps(workdir)[-1]
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+    metadata = ocp.StandardCheckpointHandler().metadata(manager.directory / str(step) / "default")
     one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=one_device),
-        checkpointer.metadata(path).item_metadata.tree,
+        metadata.tree,
     )
-    state = checkpointer.restore(path, abstract)
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    manager.close()
     return {
         jax.tree_util.keystr(key): np.asarray(leaf)
         for key, leaf in jax.tree_util.tree_leaves_with_path(state)

@@ -24,7 +24,7 @@ from i2i_jax import config as config_lib
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
-from i2i_jax.errors import ConfigError
+from i2i_jax.errors import ConfigError, DataError, first_line
 from i2i_jax.evaluation import Evaluator
 from i2i_jax.models import conv_forms
 from i2i_jax.reporting import Reporter
@@ -106,6 +106,39 @@ def _watched(results: dict[str, float], config) -> float:
     return results[config.plateau_metric]
 
 
+def _after_a_data_break(error: DataError, step: int, state, config, checkpointer, pending):
+    """(sources, batches from `step` on) after the batch of `step` failed to read: a file
+    changed or broke since the scan that started the run.
+
+    With `data.on_bad_image=skip`, a new scan leaves the broken files out (and names them) and
+    training goes on. With `error`, a checkpoint of the last finished step is saved first, then
+    the run stops naming the files, so that the rerun after the fix loses no step. (One process
+    of several cannot save alone: it stops, and the job resumes from its last checkpoint.)
+    """
+    log.warning("reading the batch of step %d failed: %s", step, first_line(error))
+    if config.data.on_bad_image == "skip":
+        rebuilt = sources.train_sources(config)
+        batches = pipeline.train_batches(
+            rebuilt, config, config.batch_size, step - 1, jax.process_index(), jax.process_count()
+        )
+        return rebuilt, batches
+    saved = ""
+    if jax.process_count() == 1:
+        pending.check(checkpointer, config, state)
+        checkpointer.maybe_save(step - 1, state, force=True)
+        checkpointer.manager.wait_until_finished()
+        saved = (
+            f"A checkpoint of step {step - 1}, the last finished step, is saved: the rerun "
+            "resumes from it and loses no step.\n"
+        )
+    try:
+        sources.train_sources(config)  # The scan names every file that cannot be read now.
+    except DataError as named:
+        error = named
+    what, _, fix = str(error).rpartition("\nFix: ")
+    raise DataError(f"during the run, at step {step}: {what}\n{saved}Fix: {fix}") from None
+
+
 def _sources_in_turn(config):
     """Process 0 builds the sources first (preparing a TFDS dataset if needed) while the others
     wait, so that several processes never write the same dataset files at once."""
@@ -141,6 +174,7 @@ def train_and_evaluate(
     train_sources, eval_sources = _sources_in_turn(config)
     for role, group in (("train", train_sources), ("eval", list(eval_sources.values()))):
         log.info("%s data: %s", role, "; ".join(s.description for s in group))
+    examples_at_start = sum(s.num_examples for s in train_sources)
     # An epoch is a pass over the largest training stream (CycleGAN: the larger domain).
     steps_per_epoch = max(1, max(s.num_examples for s in train_sources) // config.batch_size)
     total_steps = optim.total_steps(config, steps_per_epoch)
@@ -204,8 +238,20 @@ def train_and_evaluate(
     try:
         with preemption.SigtermFlag() as sigterm:
             for step in range(start_step + 1, total_steps + 1):
+                try:
+                    batch = next(batches)
+                except DataError as error:
+                    train_sources, batches = _after_a_data_break(
+                        error, step, state, config, checkpointer, pending
+                    )
+                    log.warning(
+                        "training goes on without the files that broke (examples left out "
+                        "since the start: %d)",
+                        examples_at_start - sum(s.num_examples for s in train_sources),
+                    )
+                    batch = next(batches)
                 with tracer.step(step):
-                    state, step_metrics = train_step(state, parallel.to_global(next(batches), mesh))
+                    state, step_metrics = train_step(state, parallel.to_global(batch, mesh))
                 tracer.finish(step, step_metrics)
                 pending.add(step, step_metrics)
                 log_step = step % config.log_every_steps == 0 or step == total_steps

@@ -1,82 +1,40 @@
 """`python -m i2i_jax.translate --model=EXPORT --input=FILE_OR_DIR --output=DIR`.
 
 Runs a generator written by `i2i_jax.export` on image files. It needs jax, numpy and Pillow
-(and tqdm for a progress bar, if it is installed) but none of this project's code, so this one
-file can travel with an artifact: `python translate.py --model=EXPORT ...` works as well.
+(and tqdm for a progress bar, if it is installed) but none of this project's other code: it and
+the two modules it imports (exported_generator.py, tiling.py) travel with every artifact, which
+the export copies them into: `python EXPORT/translate.py --model=EXPORT ...` works anywhere.
 
 Any image Pillow reads (JPEG, PNG, ...; RGB, grayscale, palette, with or without alpha) of any
 size: it is converted to the channels the network takes, padded by reflection to a size the
 network accepts (or, with `--fit=resize`, resized to the training size) and the output is
 cropped (resized) back; an input's alpha channel is put back on its output. `--tile=T` runs
-large images as overlapping T x T tiles blended with linear ramps. Images of one size are
+large images as overlapping T x T tiles blended with linear ramps; an image that would not fit
+the memory budget whole (`--memory_limit_gb`, default half of what is free) is tiled by itself,
+with a notice. A file of a newer artifact format is refused naming both. Images of one size are
 batched. Outputs are PNGs (or float32 `.npy` arrays in [-1, 1]) named after their inputs, which
 are never overwritten; a file that cannot be read is reported and the rest are translated.
 """
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Iterator
 
-import jax
 import numpy as np
-from jax import export as jax_export
 from PIL import Image, ImageOps
+
+try:  # python -m i2i_jax.translate
+    from i2i_jax import tiling
+    from i2i_jax.exported_generator import ExportedGenerator, TranslateError
+except ImportError:  # python translate.py, with the modules it needs beside it
+    import tiling
+    from exported_generator import ExportedGenerator, TranslateError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FITS = ("pad", "resize")
 OUTPUT_FORMATS = ("png", "npy")
-
-
-class TranslateError(Exception):
-    """Something the user fixes (a flag, the model directory, the inputs): the command prints
-    its message, fix last, and exits with status 1, as the package's other tools do."""
-
-
-class ExportedGenerator:
-    """One direction of an exported artifact: float32 NHWC images in [-1, 1] in and out."""
-
-    def __init__(self, model_dir: str, direction: str | None = None, seed: int = 0):
-        manifest_path = os.path.join(model_dir, "manifest.json")
-        if not os.path.exists(manifest_path):
-            raise TranslateError(
-                f"{manifest_path} does not exist: --model must be a "
-                f"directory written by python -m i2i_jax.export"
-            )
-        with open(manifest_path) as f:
-            self.manifest = json.load(f)
-        directions = self.manifest["directions"]
-        direction = direction or ("AtoB" if "AtoB" in directions else next(iter(directions)))
-        if direction not in directions:
-            raise TranslateError(
-                f"--direction={direction}: {model_dir} has {', '.join(directions)}"
-            )
-        files = directions[direction]
-        with open(os.path.join(model_dir, files["function"]), "rb") as f:
-            self.exported = jax_export.deserialize(bytearray(f.read()))
-        with np.load(os.path.join(model_dir, files["weights"])) as weights:
-            self.weights = {name: jax.device_put(weights[name]) for name in weights.files}
-        images = self.manifest["images"]
-        self.multiple = images["height_width_multiple_of"]
-        self.minimum = images["min_height_width"]
-        self.trained_size = images["trained_size"]
-        self.in_channels = files["input_channels"]
-        self.train_like = self.manifest["test_time_mode"] == "train_like"
-        self.seed = np.int32(seed)
-        self._call = jax.jit(self.exported.call)
-
-    def accepted_size(self, size: int) -> int:
-        """The least size >= `size` that the network takes."""
-        return max(self.minimum, -(-size // self.multiple) * self.multiple)
-
-    def __call__(self, images: np.ndarray, example_ids: np.ndarray) -> np.ndarray:
-        """`example_ids` pick each image's dropout masks in train_like mode."""
-        args = [self.weights, images]
-        if self.train_like:
-            args += [self.seed, example_ids.astype(np.int32)]
-        return np.asarray(self._call(*args))
 
 
 @dataclasses.dataclass
@@ -181,48 +139,6 @@ def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack(channels, axis=-1)
 
 
-def ramp(length: int, overlap: int) -> np.ndarray:
-    """Tile weights along one axis: rising over `overlap` pixels at both ends, never zero."""
-    distance_to_edge = np.minimum(np.arange(length), np.arange(length)[::-1]) + 1
-    return np.minimum(1.0, distance_to_edge / (overlap + 1)).astype(np.float32)
-
-
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, tile - overlap))
-    return [*starts, size - tile]
-
-
-def run_tiled(
-    generator: ExportedGenerator,
-    image: np.ndarray,
-    example_id: int,
-    tile: int,
-    overlap: int,
-    batch_size: int,
-) -> np.ndarray:
-    """The generator over overlapping tiles, blended: each output pixel is the ramp-weighted
-    mean of the tiles that cover it, so seams fade over the overlap."""
-    height, width = image.shape[:2]
-    th, tw = min(tile, height), min(tile, width)
-    corners = [
-        (y, x) for y in tile_starts(height, th, overlap) for x in tile_starts(width, tw, overlap)
-    ]
-    weight = ramp(th, overlap)[:, None, None] * ramp(tw, overlap)[None, :, None]
-    total, weights = None, np.zeros((height, width, 1), np.float32)
-    for first in range(0, len(corners), batch_size):
-        chunk = corners[first : first + batch_size]
-        tiles = np.stack([image[y : y + th, x : x + tw] for y, x in chunk])
-        outputs = generator(tiles, np.full(len(chunk), example_id))
-        if total is None:
-            total = np.zeros((height, width, outputs.shape[-1]), np.float32)
-        for (y, x), output in zip(chunk, outputs, strict=True):
-            total[y : y + th, x : x + tw] += weight * output
-            weights[y : y + th, x : x + tw] += weight
-    return total / weights
-
-
 def save_output(job: Job, output: np.ndarray, fit: str) -> None:
     """Crops (or resizes) back to the input's size; PNG with the input's alpha, or npy."""
     height, width = job.size
@@ -241,23 +157,17 @@ def save_output(job: Job, output: np.ndarray, fit: str) -> None:
     Image.fromarray(pixels).save(job.target)
 
 
-def batches_of_equal_size(jobs: Iterator[Job], batch_size: int) -> Iterator[list[Job]]:
-    """Groups jobs whose network inputs have one shape, `batch_size` at most, keeping at most
-    one partial batch per shape in memory."""
-    pending: dict[tuple, list[Job]] = {}
-    for job in jobs:
-        group = pending.setdefault(job.network_input.shape, [])
-        group.append(job)
-        if len(group) == batch_size:
-            yield pending.pop(job.network_input.shape)
-    yield from pending.values()
-
-
 class Translator:
     """Reads, runs and writes every job, counting failures instead of stopping at them."""
 
     def __init__(
-        self, generator: ExportedGenerator, fit: str, tile: int, overlap: int, batch_size: int
+        self,
+        generator: ExportedGenerator,
+        fit: str,
+        tile: int,
+        overlap: int,
+        batch_size: int,
+        memory_budget: float | None = None,
     ):
         if tile and (tile % generator.multiple or tile < generator.minimum):
             raise TranslateError(
@@ -267,12 +177,15 @@ class Translator:
         if tile and not 0 <= overlap < tile:
             raise TranslateError(f"--tile_overlap={overlap} must be in [0, --tile={tile})")
         self.generator, self.fit, self.tile, self.overlap = generator, fit, tile, overlap
-        self.batch_size = batch_size
+        self.batch_size, self.budget, self.per_pixel = batch_size, memory_budget, None
         self.failures: list[str] = []
         self.progress = lambda done: None
 
     def prepared(self, jobs: list[Job]) -> Iterator[Job]:
         for job in jobs:
+            if os.path.exists(job.source) and os.path.getsize(job.source) == 0:
+                self.fail(job, "empty file (0 bytes)")
+                continue
             try:
                 pixels, job.alpha = read_image(job.source, self.generator.in_channels)
             except (OSError, ValueError, Image.DecompressionBombError) as error:
@@ -292,11 +205,15 @@ class Translator:
         were written."""
         self.progress = progress
         written = 0
-        for batch in batches_of_equal_size(self.prepared(jobs), self.batch_size):
-            if self.tile:
-                tiled = (self.tile, self.overlap, self.batch_size)
+        for batch in tiling.batches_of_equal_size(self.prepared(jobs), self.batch_size):
+            tile = self.tile or self.tile_to_fit(batch)
+            if tile < 0:
+                continue
+            if tile:
+                tiled = (tile, min(self.overlap, tile // 2), self.batch_size)
                 outputs = [
-                    run_tiled(self.generator, job.network_input, job.index, *tiled) for job in batch
+                    tiling.run_tiled(self.generator, job.network_input, job.index, *tiled)
+                    for job in batch
                 ]
             else:
                 outputs = self.generator(
@@ -313,6 +230,38 @@ class Translator:
                 written += 1
                 progress(1)
         return written
+
+    def tile_to_fit(self, batch: list[Job]) -> int:
+        """0 when the batch fits the memory budget whole; else a tile size that fits, said
+        on stderr; -1 (the jobs failed) when not even the smallest tile does."""
+        if self.budget is None:
+            return 0
+        if self.per_pixel is None:
+            self.per_pixel = self.generator.bytes_per_pixel()
+        height, width = batch[0].network_input.shape[:2]
+        need = self.per_pixel * height * width * len(batch)
+        if need <= self.budget:
+            return 0
+        g = self.generator
+        tile = tiling.largest_tile(
+            self.budget, self.per_pixel, self.batch_size, g.multiple, g.minimum
+        )
+        for job in batch:
+            if tile is None:
+                self.fail(
+                    job,
+                    f"needs {need / tiling.GIB:.2f} GiB, more than the budget of "
+                    f"{self.budget / tiling.GIB:.2f} GiB even in the smallest tiles",
+                )
+            else:
+                print(
+                    f"i2i_jax.translate: {job.source} ({width}x{height}) needs "
+                    f"{need / tiling.GIB:.2f} GiB whole, more than the budget of "
+                    f"{self.budget / tiling.GIB:.2f} GiB (--memory_limit_gb): translating it "
+                    f"in {tile}-px tiles (--tile)",
+                    file=sys.stderr,
+                )
+        return -1 if tile is None else tile
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -337,6 +286,11 @@ FLAGS = {
     "tile": dict(type=int, default=0, help="Tiles of this size (0: whole images)."),
     "tile_overlap": dict(type=int, default=32, help="Pixels that neighbouring tiles share."),
     "batch_size": dict(type=int, default=8, help="Images (or tiles) per network call."),
+    "memory_limit_gb": dict(
+        type=float,
+        default=0,
+        help="Memory the network may use; larger images go in tiles (0: half of what is free).",
+    ),
     "seed": dict(type=int, default=0, help="Dropout seed, for train_like artifacts."),
     "output_format": dict(
         default="png",
@@ -370,7 +324,9 @@ def translate_files(f: argparse.Namespace) -> int:
     if f.batch_size < 1:
         raise TranslateError(f"--batch_size={f.batch_size} must be at least 1")
     generator = ExportedGenerator(f.model, f.direction, f.seed)
-    translator = Translator(generator, f.fit, f.tile, f.tile_overlap, f.batch_size)
+    free = tiling.free_memory()
+    budget = f.memory_limit_gb * tiling.GIB if f.memory_limit_gb > 0 else free and free / 2
+    translator = Translator(generator, f.fit, f.tile, f.tile_overlap, f.batch_size, budget)
     jobs = plan_jobs(f.input, f.output, "." + f.output_format)
     update, close = progress_bar(len(jobs))
     written = translator.run(jobs, update)

@@ -225,12 +225,15 @@ def conv_transpose_by_definition(x, kernel, padding: int, output_padding: int, b
 _NOT_NEEDED_TO_SERVE = ("i2i_jax", "flax", "optax", "orbax", "tensorflow", "ml_collections", "absl")
 
 
-def run_translate(*flags: str) -> subprocess.CompletedProcess:
-    """translate.py run as a script, by its path, where nothing but it may be imported."""
+def run_translate(*flags: str, script: str = TRANSLATE) -> subprocess.CompletedProcess:
+    """translate.py run as a script, by its path (its directory first on sys.path, as
+    `python translate.py` has it), where nothing but it and its serving modules may be
+    imported."""
     blocked = "".join(f"sys.modules[{name!r}] = None; " for name in _NOT_NEEDED_TO_SERVE)
     code = (
         f"import runpy, sys; {blocked}sys.argv = ['translate.py', *sys.argv[1:]]; "
-        f"runpy.run_path({TRANSLATE!r}, run_name='__main__')"
+        f"sys.path.insert(0, {os.path.dirname(script)!r}); "
+        f"runpy.run_path({script!r}, run_name='__main__')"
     )
     return subprocess.run(
         [sys.executable, "-c", code, *flags],

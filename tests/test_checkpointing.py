@@ -10,6 +10,7 @@ import pytest
 
 from i2i_jax import parallel, tasks
 from i2i_jax.checkpointing import Checkpointer, CheckpointsUnreadableError
+from i2i_jax.restore_faults import CheckpointMismatchError
 
 
 def test_round_trip_restores_every_leaf_exactly(tiny_config, tmp_path):
@@ -132,7 +133,8 @@ def test_a_checkpoint_from_before_moving_averages_restores(tiny_config, tmp_path
     template = parallel.init_replicated(tasks.build_task(tiny_config, 4).init_state, 1, mesh)
     restored = Checkpointer(str(tmp_path), every_steps=1, keep=1).restore_latest(template)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
-    tiny_config.ema_decay = 0.9
+    tiny_config.ema_decay = 0.9  # A config with averages does not fit it: refused, not moved.
     averaging = parallel.init_replicated(tasks.build_task(tiny_config, 4).init_state, 1, mesh)
-    with pytest.raises(CheckpointsUnreadableError):
+    with pytest.raises(CheckpointMismatchError, match=r"G/average/.* is absent there"):
         Checkpointer(str(tmp_path), every_steps=1, keep=1).restore_latest(averaging)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]

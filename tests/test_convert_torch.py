@@ -22,11 +22,11 @@ from i2i_jax import config as config_lib  # noqa: E402
 from i2i_jax import (  # noqa: E402
     convert_torch,
     export,
+    exported_generator,
     models,
     parallel,
     tasks,
     torch_reference,
-    translate,
 )
 from i2i_jax.checkpointing import Checkpointer  # noqa: E402
 from i2i_jax.config import workdir as workdir_config  # noqa: E402
@@ -328,7 +328,7 @@ def test_command_line_writes_a_pix2pix_workdir_that_restores(tmp_path):
 
     # The reference's model served: the exported artifact computes what torch does.
     export.export_generators(str(workdir), str(tmp_path / "served"), mode="eval")
-    served = translate.ExportedGenerator(str(tmp_path / "served"))
+    served = exported_generator.ExportedGenerator(str(tmp_path / "served"))
     np.testing.assert_allclose(
         served(images.transpose(0, 2, 3, 1), np.arange(2)).transpose(0, 3, 1, 2),
         torch_output(generator, images),

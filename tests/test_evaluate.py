@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2i_jax import evaluate, export, train, translate
+from i2i_jax import evaluate, export, exported_generator, train
 from i2i_jax.data import synthetic
 from i2i_jax.errors import NotFoundError, OutputExistsError
 
@@ -67,7 +67,7 @@ def test_pix2pix_scores_images_and_page(pix2pix_run, tmp_path):
 
     # Each translation is what the exported generator makes of the saved input.
     export.export_generators(pix2pix_run, str(tmp_path / "served"), mode="eval")
-    served = translate.ExportedGenerator(str(tmp_path / "served"))
+    served = exported_generator.ExportedGenerator(str(tmp_path / "served"))
     inputs = np.stack([read_png(os.path.join(output, "images", f"{n}_real_A.png")) for n in names])
     outputs = served(inputs.astype(np.float32) / 127.5 - 1.0, np.arange(len(names)))
     expected = np.clip(np.round((outputs + 1.0) * 127.5), 0, 255)

@@ -3,6 +3,8 @@ the project's model code; compare with the generator applied in-process."""
 
 import json
 import os
+import re
+import shutil
 
 import jax
 import numpy as np
@@ -11,7 +13,7 @@ import tensorflow as tf
 from flax import traverse_util
 from PIL import Image
 
-from i2i_jax import export, parallel, tasks, translate
+from i2i_jax import export, exported_generator, parallel, tasks, tiling
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 
@@ -136,7 +138,7 @@ def test_the_savedmodel_computes_what_the_jax_artifact_does(pix2pix_artifact):
     root, _, _ = pix2pix_artifact
     images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 64, 3)).astype(np.float32)
     ids = np.array([4, 9], np.int32)
-    expected = translate.ExportedGenerator(str(root / "model"), seed=3)(images, ids)
+    expected = exported_generator.ExportedGenerator(str(root / "model"), seed=3)(images, ids)
     serve = tf.saved_model.load(str(root / "model" / "savedmodel" / "AtoB")).signatures[
         "serving_default"
     ]
@@ -206,23 +208,23 @@ class PixelwiseGenerator:
 def test_tiles_blend_back_into_the_whole_image():
     image = np.random.default_rng(3).uniform(-1, 1, (72, 120, 3)).astype(np.float32)
     whole = PixelwiseGenerator()(image[None], np.array([5]))[0]
-    tiled = translate.run_tiled(PixelwiseGenerator(), image, 5, tile=32, overlap=8, batch_size=3)
+    tiled = tiling.run_tiled(PixelwiseGenerator(), image, 5, tile=32, overlap=8, batch_size=3)
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
-    assert translate.tile_starts(72, 32, 8) == [0, 24, 40]
-    assert translate.ramp(32, 8).min() > 0
+    assert tiling.tile_starts(72, 32, 8) == [0, 24, 40]
+    assert tiling.ramp(32, 8).min() > 0
 
 
 def test_one_tile_covering_the_image_is_the_untiled_output(pix2pix_artifact):
     root, _, _ = pix2pix_artifact
-    generator = translate.ExportedGenerator(str(root / "model"))
+    generator = exported_generator.ExportedGenerator(str(root / "model"))
     image = np.random.default_rng(4).uniform(-1, 1, (64, 64, 3)).astype(np.float32)
     whole = generator(image[None], np.array([0]))[0]
     np.testing.assert_allclose(
-        translate.run_tiled(generator, image, 0, tile=64, overlap=16, batch_size=2),
+        tiling.run_tiled(generator, image, 0, tile=64, overlap=16, batch_size=2),
         whole,
         atol=1e-6,
     )
-    tiled = translate.run_tiled(generator, image, 0, tile=32, overlap=16, batch_size=2)
+    tiled = tiling.run_tiled(generator, image, 0, tile=32, overlap=16, batch_size=2)
     assert tiled.shape == whole.shape and np.isfinite(tiled).all()
 
 
@@ -259,3 +261,74 @@ def test_export_refuses_what_it_cannot_do(pix2pix_artifact, tmp_path):
     workdir_config.check_and_record(config, str(tmp_path / "untrained"), None, False, True)
     with pytest.raises(FileNotFoundError, match="has no checkpoint to export"):
         export.export_generators(str(tmp_path / "untrained"), str(tmp_path / "m"))
+
+
+@pytest.mark.slow
+def test_bad_input_to_translate_is_named_and_the_rest_is_translated(pix2pix_artifact, tmp_path):
+    root, _, _ = pix2pix_artifact
+    write_images(tmp_path / "inputs", 2, 32, 32)
+    (tmp_path / "inputs" / "empty.png").write_bytes(b"")
+    done = run_translate(
+        f"--model={root / 'model'}", f"--input={tmp_path / 'inputs'}", f"--output={tmp_path / 'o'}"
+    )
+    assert done.returncode == 1
+    assert f"skipped {tmp_path / 'inputs' / 'empty.png'}: empty file (0 bytes)" in done.stderr
+    assert "wrote 2 of 3 images" in done.stderr
+
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("not an image")
+    done = run_translate(
+        f"--model={root / 'model'}", f"--input={tmp_path / 'no_images'}", f"--output={tmp_path}"
+    )
+    assert done.returncode == 1 and "holds no image files" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_artifact_of_a_newer_format_is_refused_naming_both_versions(pix2pix_artifact, tmp_path):
+    root, _, _ = pix2pix_artifact
+    newer = tmp_path / "newer"
+    shutil.copytree(root / "model", newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    manifest.update(format="i2i_jax.export/2", i2i_jax_version="9.0.0")
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    write_images(tmp_path / "inputs", 1, 32, 32)
+    done = run_translate(
+        f"--model={newer}", f"--input={tmp_path / 'inputs'}", f"--output={tmp_path / 'out'}"
+    )
+    assert done.returncode == 1 and not (tmp_path / "out").exists()
+    assert (
+        "is artifact format i2i_jax.export/2, written by i2i_jax 9.0.0; this translate reads "
+        "formats up to i2i_jax.export/1" in done.stderr
+    )
+    assert done.stderr.rstrip().splitlines()[-1].startswith("Fix: use the translate of that")
+
+
+@pytest.mark.slow
+def test_an_image_over_the_memory_budget_is_tiled_by_itself(pix2pix_artifact, tmp_path):
+    """With a budget below what a 96-px image needs whole, translate (the artifact's own copy)
+    picks a tile size that fits, says so, and writes what the tiled generator gives."""
+    root, _, _ = pix2pix_artifact
+    pixels = write_images(tmp_path / "inputs", 1, 96, 96)[0]
+    generator = exported_generator.ExportedGenerator(str(root / "model"))
+    per_pixel = generator.bytes_per_pixel()
+    budget_gb = per_pixel * 96 * 96 / 2 / 2**30  # Half of what the whole image needs.
+    done = run_translate(
+        f"--model={root / 'model'}",
+        f"--input={tmp_path / 'inputs'}",
+        f"--output={tmp_path / 'out'}",
+        "--output_format=npy",
+        "--batch_size=1",
+        f"--memory_limit_gb={budget_gb}",
+        script=str(root / "model" / "translate.py"),
+    )
+    assert done.returncode == 0, done.stderr
+    notice = re.search(
+        r"\(96x96\) needs .* GiB whole, .* in (\d+)-px tiles \(--tile\)", done.stderr
+    )
+    assert notice, done.stderr
+    tile = int(notice.group(1))
+    assert tile < 96 and per_pixel * tile * tile <= budget_gb * 2**30
+    expected = tiling.run_tiled(
+        generator, pixels.astype(np.float32) / 127.5 - 1, 0, tile, min(32, tile // 2), 1
+    )
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "image0.npy"), expected, atol=1e-5)
