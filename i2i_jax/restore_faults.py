@@ -79,7 +79,6 @@ def retried(read: Callable, what: str):
                 ) from error
             log.warning("reading %s failed (%s); retrying in %g s", what, first_line(error), delay)
             time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def _named_leaves(tree) -> dict[str, object]:

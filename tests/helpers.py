@@ -6,6 +6,7 @@ import fcntl
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,26 @@ _FATAL_LINE = re.compile(
     r"\bF\d{4} \d\d:\d\d|Check failed|Fatal Python error|Traceback"
     r"|^(\[\d+\] )?[\w.]+(Error|Exception):"
 )
+
+
+@contextlib.contextmanager
+def started(command: list[str], env: dict | None = None):
+    """`command` running in a process group of its own, stdout and stderr merged into its
+    `stdout` pipe (text); killed whole on the way out if it is still running."""
+    run = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
 
 
 def job_failure_report(output: str, tail: int = 5000) -> str:

@@ -5,8 +5,6 @@ so, and trains on to the end."""
 
 import os
 import re
-import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +12,8 @@ import pytest
 from PIL import Image
 
 from i2i_jax import kill_harness
+
+from helpers import started
 
 pytestmark = pytest.mark.slow
 
@@ -52,25 +52,14 @@ def command(workdir, dataroot, policy: str) -> list[str]:
 def run_breaking_a_file(workdir, dataroot, policy: str) -> tuple[int, str]:
     """Runs training and overwrites a training file with garbage once step 3 is logged (the
     file has been read once by then; every epoch of 4 steps reads it again)."""
-    run = subprocess.Popen(
-        command(workdir, dataroot, policy),
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = []
-    try:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    with started(command(workdir, dataroot, policy), env) as run:
+        output = []
         for line in run.stdout:
             output.append(line)
             if f"step 3/{STEPS} " in line:
                 (dataroot / "train" / BROKEN).write_bytes(b"\x89PNG\r\n\x1a\n garbage now")
         run.wait(timeout=600)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
     return run.returncode, "".join(output)
 
 

@@ -18,7 +18,7 @@ import pytest
 from i2i_jax import kill_harness, optim, parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 
-from helpers import job_failure_report, one_multiprocess_job_at_a_time
+from helpers import job_failure_report, one_multiprocess_job_at_a_time, started
 from tiny_configs import get_config
 
 pytestmark = pytest.mark.slow
@@ -92,16 +92,8 @@ def taking_turns(processes: int):
 
 
 def _signal_after_a_checkpoint(workdir, signum: int, processes: int, settings) -> tuple[int, str]:
-    run = subprocess.Popen(
-        command(workdir, processes, settings),
-        env=ONE_DEVICE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = []
-    try:
+    with started(command(workdir, processes, settings), ONE_DEVICE) as run:
+        output = []
         for line in run.stdout:
             output.append(line)
             logged = re.search(rf"step (\d+)/{STEPS}", line)
@@ -114,10 +106,6 @@ def _signal_after_a_checkpoint(workdir, signum: int, processes: int, settings) -
                 break
         rest, _ = run.communicate(timeout=600)
         output.append(rest)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
     return run.returncode, "".join(output)
 
 
@@ -213,33 +201,20 @@ def test_a_process_killed_in_a_two_process_job_stops_the_other_which_names_it(vi
     than wait in its next collective, saying which process vanished (JAX's runtime says it
     when the coordinator, process 0, is the one gone), and the rerun resumes from the last
     checkpoint written before the kill."""
-    with taking_turns(2):
-        run = subprocess.Popen(
-            command(tmp_path, 2),
-            env=ONE_DEVICE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+    with taking_turns(2), started(command(tmp_path, 2), ONE_DEVICE) as run:
         output = []
-        try:
-            for line in run.stdout:
-                output.append(line)
-                if re.search(rf"step (\d*[1-689])/{STEPS}", line) and os.path.isdir(
-                    tmp_path / "checkpoints" / "7"
-                ):
-                    break
-            last_checkpoint = max(kill_harness.committed_steps(str(tmp_path)))
-            for pid in kill_harness.process_ids(str(tmp_path), victim):
-                os.kill(pid, signal.SIGKILL)
-            killed = time.monotonic()
-            output.append(run.communicate(timeout=120)[0])
-            stopped_after = time.monotonic() - killed
-        finally:
-            if run.poll() is None:
-                os.killpg(run.pid, signal.SIGKILL)
-                run.wait()
+        for line in run.stdout:
+            output.append(line)
+            if re.search(rf"step (\d*[1-689])/{STEPS}", line) and os.path.isdir(
+                tmp_path / "checkpoints" / "7"
+            ):
+                break
+        last_checkpoint = max(kill_harness.committed_steps(str(tmp_path)))
+        for pid in kill_harness.process_ids(str(tmp_path), victim):
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        output.append(run.communicate(timeout=120)[0])
+        stopped_after = time.monotonic() - killed
     output = "".join(output)
     assert stopped_after < 60, output[-3000:]
     assert f"launch/local.sh: process {victim} ended by signal 9 (KILL)" in output
