@@ -86,9 +86,20 @@ class _VanishedProcessWatcher:
     def start(self) -> None:
         self.thread = threading.Thread(target=self._watch, daemon=True, name="i2i_jax-watcher")
         self.thread.start()
-        # Before JAX's own exit handler (registered earlier, run later), whose shutdown
-        # disconnects this process: a normal end is not a vanished process.
-        atexit.register(self.exiting.set)
+        # Runs before JAX's own exit handler (registered earlier, run later).
+        atexit.register(self._stop_at_exit)
+
+    def _stop_at_exit(self) -> None:
+        """A normal end is no vanished process; and the thread must be out of its call into
+        the coordinator before Python finalizes, which aborts a thread still inside one
+        ("FATAL: exception not rethrown"). Leaving the job (its shutdown barrier, where every
+        process meets) is what ends that call, so leave it here, then wait for the thread."""
+        self.exiting.set()
+        try:
+            jax.distributed.shutdown()
+        except Exception as error:  # A peer gone by now: nothing left to wait for.
+            sys.stderr.write(f"i2i_jax: leaving the job: {str(error).splitlines()[0][:200]}\n")
+        self.thread.join(HEARTBEAT_TIMEOUT_S)
 
     def _watch(self) -> None:
         everyone = list(range(jax.process_count()))
