@@ -11,7 +11,8 @@ The artifact is a directory that runs without this project's code:
   training config;
 - `translate.py` (with the two modules it imports): the serving tool, so that
   `python OUT/translate.py --model=OUT --input=... --output=...` needs only jax, numpy, Pillow;
-- with `--format=savedmodel`, also `savedmodel/<direction>/`, a TF SavedModel for TF Serving.
+- with `--format=savedmodel`, also `savedmodel/<direction>/`, a TF SavedModel for TF Serving;
+  with `--format=onnx`, also `<direction>.onnx` (eval mode; `onnx_export.py`).
 
 Test-time mode is explicit: `eval` (running statistics, no dropout: deterministic) or
 `train_like` (the paper's: dropout on and per-image batch statistics; the function then also
@@ -32,7 +33,7 @@ from flax import traverse_util
 from jax import export as jax_export
 
 import i2i_jax
-from i2i_jax import cli, models, parallel, tasks
+from i2i_jax import cli, models, onnx_export, parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline
@@ -43,7 +44,7 @@ from i2i_jax.tasks.common import TEST_MODES, translate
 log = logging.getLogger("i2i_jax")
 
 PLATFORMS = ("cpu", "cuda", "tpu")
-FORMATS = ("jax", "savedmodel")
+FORMATS = ("jax", "savedmodel", "onnx")
 MANIFEST = "manifest.json"
 # The serving tool, copied into every artifact: `python ARTIFACT/translate.py --model=ARTIFACT`.
 SERVING_FILES = ("translate.py", "exported_generator.py", "tiling.py")
@@ -199,21 +200,32 @@ def check_output(output: str) -> None:
         )
 
 
+def _with_xla_convolutions(config, direction: str):
+    """The generator of `direction` with XLA's own convolutions throughout: the JAX artifact
+    picks a form per platform at run time, which ONNX cannot express."""
+    native = config.copy_and_resolve_references()
+    native.conv_lowering = "native"
+    return tasks.build_task(native, steps_per_epoch=1).generators()[direction][1]
+
+
 def export_generators(
     workdir: str,
     output: str,
     directions: list[str] | None = None,
     mode: str | None = None,
-    savedmodel: bool = False,
+    extra_format: str = "jax",
 ) -> dict:
     """Exports the generators of `directions` (default: every one the task has) from the
     workdir's latest checkpoint; returns the manifest. `mode` defaults to the config's
-    `eval_mode`, the one its evaluation metrics were measured in."""
+    `eval_mode`, the one its evaluation metrics were measured in. `extra_format` adds a TF
+    SavedModel (`savedmodel`) or an ONNX model (`onnx`) of each direction."""
     pipeline.hide_accelerators_from_tensorflow()  # TF only writes files (and SavedModels).
     config = workdir_config.load(workdir)
     mode = mode or config.eval_mode
     if mode not in TEST_MODES:
         raise UsageError(f"--mode={mode!r} is not one of {TEST_MODES}")
+    if extra_format == "onnx":
+        onnx_export.check_mode(mode)
     check_output(output)
     task, state = restore_state(workdir, config)
     generators = task.generators()
@@ -247,7 +259,15 @@ def export_generators(
             "input_channels": channels,
             "output_channels": exported.out_avals[0].shape[-1],
         }
-        if savedmodel:
+        if extra_format == "onnx":
+            files[direction]["onnx"] = f"{direction}.onnx"
+            onnx_export.write_onnx(
+                generator_function(_with_xla_convolutions(config, direction), mode),
+                weights,
+                image_shape_spec(config, channels),
+                os.path.join(staging, f"{direction}.onnx"),
+            )
+        if extra_format == "savedmodel":
             files[direction]["savedmodel"] = f"savedmodel/{direction}"
             write_savedmodel(
                 exported,
@@ -276,16 +296,18 @@ def define_flags() -> None:
     flags.DEFINE_list("direction", None, "AtoB, BtoA or both (CycleGAN); default: every generator.")
     flags.DEFINE_enum("mode", None, TEST_MODES, "Test-time mode; default: the config's eval_mode.")
     flags.DEFINE_enum(
-        "format", "jax", FORMATS, "savedmodel: also write a TF SavedModel for TF Serving."
+        "format",
+        "jax",
+        FORMATS,
+        "savedmodel: also write a TF SavedModel for TF Serving; onnx: also an ONNX model "
+        "(eval mode) for onnxruntime.",
     )
     flags.mark_flags_as_required(["workdir", "output"])
 
 
 def main():
     f = flags.FLAGS
-    description = export_generators(
-        f.workdir, f.output, f.direction, f.mode, f.format == "savedmodel"
-    )
+    description = export_generators(f.workdir, f.output, f.direction, f.mode, f.format)
     log.info(
         "wrote %s: %s, step %d", f.output, ", ".join(description["directions"]), description["step"]
     )

@@ -26,9 +26,16 @@ class TranslateError(Exception):
 
 
 class ExportedGenerator:
-    """One direction of an exported artifact: float32 NHWC images in [-1, 1] in and out."""
+    """One direction of an exported artifact: float32 NHWC images in [-1, 1] in and out.
 
-    def __init__(self, model_dir: str, direction: str | None = None, seed: int = 0):
+    `model` is the artifact's directory (the JAX function runs), or its `<direction>.onnx`
+    (`export --format=onnx`), which onnxruntime then runs instead."""
+
+    def __init__(self, model: str, direction: str | None = None, seed: int = 0):
+        model_dir, onnx_file = model, None
+        if model.endswith(".onnx"):
+            model_dir, onnx_file = os.path.dirname(model) or ".", os.path.basename(model)
+            direction = onnx_file.removesuffix(".onnx")
         manifest_path = os.path.join(model_dir, "manifest.json")
         if not os.path.exists(manifest_path):
             raise TranslateError(
@@ -57,6 +64,7 @@ class ExportedGenerator:
         self.train_like = self.manifest["test_time_mode"] == "train_like"
         self.seed = np.int32(seed)
         self._call = jax.jit(self.exported.call)
+        self._onnx = _onnx_session(model, files) if onnx_file else None
 
     def bytes_per_pixel(self) -> float:
         """The network's memory per input pixel (`tiling.bytes_per_pixel`, at the trained size)."""
@@ -73,10 +81,29 @@ class ExportedGenerator:
 
     def __call__(self, images: np.ndarray, example_ids: np.ndarray) -> np.ndarray:
         """`example_ids` pick each image's dropout masks in train_like mode."""
+        if self._onnx is not None:
+            return self._onnx.run(None, {"images": images})[0]
         args = [self.weights, images]
         if self.train_like:
             args += [self.seed, example_ids.astype(np.int32)]
         return np.asarray(self._call(*args))
+
+
+def _onnx_session(path: str, files: dict):
+    """onnxruntime's session of the artifact's ONNX model, or an error saying what is missing."""
+    if os.path.basename(path) != files.get("onnx"):
+        raise TranslateError(
+            f"--model={path}: the artifact has no such ONNX model\nFix: export it with "
+            "python -m i2i_jax.export --format=onnx --mode=eval"
+        )
+    try:
+        import onnxruntime
+    except ImportError:
+        raise TranslateError(
+            f"--model={path} is run by onnxruntime, which is not installed\nFix: pip install "
+            "onnxruntime"
+        ) from None
+    return onnxruntime.InferenceSession(path, providers=onnxruntime.get_available_providers())
 
 
 def check_format(manifest: dict, model_dir: str) -> None:

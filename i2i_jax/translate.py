@@ -11,9 +11,11 @@ network accepts (or, with `--fit=resize`, resized to the training size) and the 
 cropped (resized) back; an input's alpha channel is put back on its output. `--tile=T` runs
 large images as overlapping T x T tiles blended with linear ramps; an image that would not fit
 the memory budget whole (`--memory_limit_gb`, default half of what is free) is tiled by itself,
-with a notice. A file of a newer artifact format is refused naming both. Images of one size are
-batched. Outputs are PNGs (or float32 `.npy` arrays in [-1, 1]) named after their inputs, which
-are never overwritten; a file that cannot be read is reported and the rest are translated.
+with a notice. A file of a newer artifact format is refused naming both.
+`--model=EXPORT/AtoB.onnx` runs the artifact's ONNX model (`export --format=onnx`) with
+onnxruntime instead. Images of one size are batched. Outputs are PNGs (or float32 `.npy`
+arrays in [-1, 1]) named after their inputs, which are never overwritten; a file that cannot be
+read is reported and the rest are translated.
 """
 
 import argparse
@@ -273,7 +275,11 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 # The command line: flag -> argparse options.
 FLAGS = {
-    "model": dict(required=True, help="Directory written by python -m i2i_jax.export."),
+    "model": dict(
+        required=True,
+        help="Directory written by python -m i2i_jax.export, or its <direction>.onnx "
+        "(run by onnxruntime).",
+    ),
     "input": dict(required=True, help="An image file, or a directory of them."),
     "output": dict(required=True, help="Directory for the translated images."),
     "direction": dict(default=None, help="AtoB or BtoA (default: AtoB)."),

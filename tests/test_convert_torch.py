@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import onnxruntime
 import pytest
 
 torch = pytest.importorskip(
@@ -331,6 +332,17 @@ def test_command_line_writes_a_pix2pix_workdir_that_restores(tmp_path):
     served = exported_generator.ExportedGenerator(str(tmp_path / "served"))
     np.testing.assert_allclose(
         served(images.transpose(0, 2, 3, 1), np.arange(2)).transpose(0, 3, 1, 2),
+        torch_output(generator, images),
+        rtol=0,
+        atol=1e-4,
+    )
+    # And as ONNX, run by onnxruntime.
+    export.export_generators(str(workdir), str(tmp_path / "onnx"), mode="eval", extra_format="onnx")
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "onnx" / "AtoB.onnx"), providers=["CPUExecutionProvider"]
+    )
+    np.testing.assert_allclose(
+        session.run(None, {"images": images.transpose(0, 2, 3, 1)})[0].transpose(0, 3, 1, 2),
         torch_output(generator, images),
         rtol=0,
         atol=1e-4,

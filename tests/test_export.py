@@ -2,7 +2,6 @@
 the project's model code; compare with the generator applied in-process."""
 
 import json
-import os
 import re
 import shutil
 
@@ -13,49 +12,10 @@ import tensorflow as tf
 from flax import traverse_util
 from PIL import Image
 
-from i2i_jax import export, exported_generator, parallel, tasks, tiling
-from i2i_jax.checkpointing import Checkpointer
+from i2i_jax import export, exported_generator, tiling
 from i2i_jax.config import workdir as workdir_config
 
-from helpers import run_translate
-
-
-def make_workdir(config, workdir: str):
-    """A workdir whose checkpoint (step 5) has random weights and non-trivial running
-    statistics, as training would leave it; returns the saved state."""
-    task = tasks.build_task(config, steps_per_epoch=4)
-    mesh = parallel.make_mesh(jax.devices()[:1])
-    state = parallel.init_replicated(task.init_state, config.seed, mesh)
-    keys = iter(jax.random.split(jax.random.PRNGKey(7), 1000))
-
-    def perturb(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if "var" in name:
-            return jax.random.uniform(next(keys), leaf.shape, minval=0.5, maxval=2.0)
-        return leaf + 0.1 * jax.random.normal(next(keys), leaf.shape)
-
-    nets = {
-        name: net.replace(
-            params=jax.tree_util.tree_map_with_path(perturb, net.params),
-            batch_stats=jax.tree_util.tree_map_with_path(perturb, net.batch_stats),
-        )
-        for name, net in state.nets.items()
-    }
-    state = jax.device_put(state.replace(step=state.step + 5, nets=nets), parallel.replicated(mesh))
-    os.makedirs(workdir)
-    workdir_config.check_and_record(config, workdir, None, False, is_writer=True)
-    checkpointer = Checkpointer(workdir, every_steps=5, keep=1)
-    checkpointer.maybe_save(5, state)
-    checkpointer.close()
-    return task, jax.device_get(state)
-
-
-def write_images(directory, count: int, height: int, width: int) -> np.ndarray:
-    os.makedirs(directory, exist_ok=True)
-    images = np.random.default_rng(0).integers(0, 256, (count, height, width, 3), np.uint8)
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(os.path.join(directory, f"image{i}.png"))
-    return images
+from helpers import make_workdir, run_translate, write_images
 
 
 def in_process(task, state, direction: str, images_uint8: np.ndarray) -> np.ndarray:
@@ -107,7 +67,7 @@ def pix2pix_artifact(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("artifact")
     task, state = make_workdir(tiny_pix2pix_config(), str(root / "run"))
-    export.export_generators(str(root / "run"), str(root / "model"), savedmodel=True)
+    export.export_generators(str(root / "run"), str(root / "model"), extra_format="savedmodel")
     return root, task, state
 
 
