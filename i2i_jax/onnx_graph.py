@@ -7,9 +7,9 @@ checked against the JAX artifact.
 
 The function is traced with symbolic batch, height and width, and the weights are folded in as
 constants: any equation whose inputs are all constants (kernel flips, batch-norm scales) is
-computed here with numpy, so the graph holds only the work that depends on the image. Layout
-stays NHWC at the inputs and outputs, as the JAX artifact's; each convolution transposes to
-ONNX's NCHW and back, which onnxruntime's transpose optimizer cancels between layers.
+computed here, so the graph holds only the work that depends on the image. Layout stays NHWC
+at the inputs and outputs, as the JAX artifact's; each convolution transposes to ONNX's NCHW
+and back.
 Slices whose bounds depend on the height or width (reflection padding) become negative
 indices, counted from the end, so no shape is computed at run time.
 """
@@ -23,8 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 INT64_MAX = np.iinfo(np.int64).max
 # Primitives that pass their operand through, or whose body is inlined.
-_IDENTITY = ("name", "copy", "copy_p", "optimization_barrier")
-_CALLS = ("jit", "pjit", "custom_jvp_call", "custom_vjp_call", "closed_call", "remat")
+_IDENTITY = ("name", "copy", "optimization_barrier")
+_CALLS = ("jit", "pjit", "custom_jvp_call", "custom_vjp_call", "closed_call", "checkpoint")
 _ELEMENTWISE = {
     "add": "Add",
     "sub": "Sub",
