@@ -1,7 +1,8 @@
 """Large images in overlapping tiles, and how large an image the network can take whole.
 
-Part of the serving tool: `translate.py` imports it, and the two files travel together with an
-exported artifact (numpy and jax only, none of this project's other code).
+Part of the serving tool: `translate.py` imports it, and it travels with translate.py and
+exported_generator.py in every exported artifact (numpy and jax only, none of this project's
+other code).
 """
 
 from collections.abc import Callable, Iterator
