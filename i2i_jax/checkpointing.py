@@ -8,6 +8,7 @@ import logging
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from jax.experimental import multihost_utils
@@ -18,6 +19,10 @@ from i2i_jax.restore_faults import CheckpointMismatchError, StorageUnavailableEr
 
 log = logging.getLogger("i2i_jax")
 
+# A checkpoint restore's outcome in one process, ordered from best to worst: every process of a
+# job takes the worst of theirs (`Checkpointer._agreed`).
+_RESTORED, _DAMAGED, _REFUSED = 0, 1, 2
+
 
 class CheckpointsUnreadableError(UserError, RuntimeError):
     """Checkpoints exist but none of them restores."""
@@ -27,13 +32,28 @@ class CheckpointWriteError(UserError, OSError):
     """A checkpoint could not be written; the earlier ones are intact."""
 
 
-class Checkpointer:
-    """Periodic saves and restore-latest; every process must call it (orbax coordinates them)."""
+def latest_saved_step(workdir: str) -> int | None:
+    """The step of `workdir`'s newest checkpoint, None when it has none; creates nothing."""
+    checkpointer = Checkpointer(workdir, every_steps=0, keep=1, read_only=True)
+    try:
+        return checkpointer.latest_step()
+    finally:
+        checkpointer.close()
 
-    def __init__(self, workdir: str, every_steps: int, keep: int):
+
+class Checkpointer:
+    """Periodic saves and restore-latest; every process must call it (orbax coordinates them).
+
+    `read_only` is for the tools that only read a run (export, evaluate): they never create,
+    save or move anything, and a checkpoint that does not restore is reported, not set aside
+    (only training, which can save that step again, sets a damaged checkpoint aside).
+    """
+
+    def __init__(self, workdir: str, every_steps: int, keep: int, read_only: bool = False):
         self.every_steps = every_steps
         self.workdir = workdir if "://" in workdir else os.path.abspath(workdir)
         self.keep = keep
+        self.read_only = read_only
         self.write_failed = False  # Set once a failed write has been reported.
         self.manager = self._open_manager()
 
@@ -41,7 +61,9 @@ class Checkpointer:
         return ocp.CheckpointManager(
             os.path.join(self.workdir, "checkpoints"),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=self.keep, create=True, enable_async_checkpointing=True
+                max_to_keep=self.keep,
+                create=not self.read_only,
+                enable_async_checkpointing=not self.read_only,
             ),
         )
 
@@ -57,30 +79,26 @@ class Checkpointer:
         to `<workdir>/damaged_checkpoints/` so that the run can save that step again. If none
         restores, nothing is moved and the error lists every failure. A passing storage fault
         is retried and a checkpoint of other shapes is refused (`_restore`): both leave every
-        checkpoint where it is.
+        checkpoint where it is. Read-only, a damaged latest checkpoint is reported instead.
+        Every process of a job reaches the same verdict on each checkpoint (`_agreed`).
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         failures = []
-        for step in reversed(self.manager.all_steps()):
-            try:
-                state = self._restore(step, abstract)
-            except (CheckpointMismatchError, StorageUnavailableError):
-                raise
-            except Exception as error:  # Orbax and TensorStore raise many types.
-                log.warning(
-                    "checkpoint %d in %s cannot be restored, trying the one before: %s",
-                    step,
-                    self.manager.directory,
-                    first_line(error),
-                )
-                failures.append((step, error))
-                # A failed restore can leave the manager misjudging the layout of the next
-                # one (after an empty step directory it expects several items): start afresh.
-                self.manager.close()
-                self.manager = self._open_manager()
-                continue
-            self._set_aside([failed for failed, _ in failures])
-            return state
+        steps = self.manager.all_steps()
+        for step in reversed(steps):
+            state, error = self._agreed(step, abstract)
+            if error is None:
+                self._set_aside([failed for failed, _ in failures])
+                return state
+            if self.read_only:
+                raise self._unreadable(step, error, steps)
+            log.warning(
+                "checkpoint %d in %s cannot be restored, trying the one before: %s",
+                step,
+                self.manager.directory,
+                first_line(error),
+            )
+            failures.append((step, error))
         if failures:
             raise CheckpointsUnreadableError(
                 f"no checkpoint in {self.manager.directory} can be restored:\n"
@@ -89,6 +107,48 @@ class Checkpointer:
                 "start over in a new --workdir."
             )
         return None
+
+    def _agreed(self, step: int, abstract):
+        """(state, None) when checkpoint `step` restored in every process, else (None, why it
+        is damaged). Each process reads its own shards, so one can fail where the others
+        succeed (a file cut short that only it reads, a fault of its own mount); deciding
+        alone, one would fall back to an older checkpoint while the others resumed, and the
+        job would diverge or hang. So the outcomes are gathered and the worst one holds."""
+        outcome, state, error = _RESTORED, None, None
+        try:
+            state = self._restore(step, abstract)
+        except (CheckpointMismatchError, StorageUnavailableError) as refused:
+            outcome, error = _REFUSED, refused
+        except Exception as damage:  # Orbax and TensorStore raise many types.
+            outcome, error = _DAMAGED, damage
+        if jax.process_count() > 1:
+            outcomes = multihost_utils.process_allgather(np.int32(outcome))
+            worst = int(np.max(outcomes))
+            if worst > outcome:
+                process = int(np.argmax(outcomes))
+                what = "refused" if worst == _REFUSED else "found damaged"
+                outcome, error = (
+                    worst,
+                    CheckpointsUnreadableError(
+                        f"process {process} {what} checkpoint {step} in {self.manager.directory} "
+                        f"(its log says why); process {jax.process_index()} follows its verdict"
+                    ),
+                )
+        if outcome == _REFUSED:
+            raise error
+        return state, error
+
+    def _unreadable(self, step: int, error: Exception, steps: list[int]):
+        """What a read-only restore of a damaged latest checkpoint says: nothing moved."""
+        earlier = [s for s in steps if s < step]
+        return CheckpointsUnreadableError(
+            f"checkpoint {step} in {self.manager.directory} cannot be restored: "
+            f"{first_line(error)}\nIt was left where it is (only training sets a damaged "
+            "checkpoint aside).\nFix: "
+            + (f"pass --step={earlier[-1]} for the one before, or " if earlier else "")
+            + "rerun training on this workdir, which sets it aside and resumes from the one "
+            "before"
+        )
 
     def _restore(self, step: int, abstract):
         """Checkpoint `step` laid out like `abstract`. A read that fails for a passing reason
@@ -109,13 +169,19 @@ class Checkpointer:
                 f"({os.path.join(self.workdir, 'config.json')}), or start over in a new "
                 "--workdir"
             )
-        return restore_faults.retried(
-            lambda: self.manager.restore(step, args=ocp.args.StandardRestore(abstract)), where
-        )
+        # Through the handler, not the manager: the manager's restore ends in a barrier of
+        # all processes, which one whose read failed never reaches (see `_agreed`).
+        handler = ocp.StandardCheckpointHandler()
+        try:
+            return restore_faults.retried(
+                lambda: handler.restore(item, args=ocp.args.StandardRestore(abstract)), where
+            )
+        finally:
+            handler.close()
 
     def restore_step(self, step: int, template):
         """The checkpoint of `step`, laid out like `template`; NotFoundError naming the steps
-        there are when it has none of that step."""
+        there are when it has none of that step. A damaged one is reported, never moved."""
         steps = self.manager.all_steps()
         if step not in steps:
             raise NotFoundError(
@@ -123,7 +189,10 @@ class Checkpointer:
                 + (", ".join(map(str, steps)) if steps else "none")
                 + "\nFix: name one of those steps, or leave the step out for the latest"
             )
-        return self._restore(step, jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
+        state, error = self._agreed(step, jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
+        if error is not None:
+            raise self._unreadable(step, error, steps)
+        return state
 
     def _set_aside(self, steps: list[int]) -> None:
         if not steps:

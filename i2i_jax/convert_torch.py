@@ -22,14 +22,12 @@ that a file fits the options, are `torch_layers`.
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 
 import jax
 from absl import flags
 
-from i2i_jax import cli, parallel, tasks
+from i2i_jax import cli, outputs, parallel, tasks
 from i2i_jax import config as config_lib
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
@@ -109,16 +107,15 @@ def net_roles(config) -> dict[str, str]:
 
 
 def check_output(output: str) -> None:
-    """Refuses to write into an existing, non-empty directory (or over a file)."""
+    """Refuses a bucket, and any existing output but an empty directory: a workdir holds
+    checkpoints, which the converter never replaces."""
     if "://" in output:
         raise ConversionError(f"--output={output}: write to a local directory, then copy it")
-    if os.path.isdir(output) and os.listdir(output):
-        raise ConversionError(
-            f"--output={output} exists and is not empty; choose a new "
-            f"directory (the converter never overwrites a workdir)"
-        )
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise ConversionError(f"--output={output} exists and is not a directory")
+    outputs.check_output(output, **_OUTPUT_RULES)
+
+
+# Nothing but an empty directory is ever ours to replace.
+_OUTPUT_RULES = dict(what="a converted workdir", is_ours=lambda _: False, overwrite=False)
 
 
 def build_workdir(config, files: Mapping[str, str], output: str) -> None:
@@ -164,21 +161,13 @@ def build_workdir(config, files: Mapping[str, str], output: str) -> None:
     state = state.replace(nets=nets)
 
     output = os.path.abspath(output)
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    partial = tempfile.mkdtemp(
-        prefix=f".{os.path.basename(output)}.partial-", dir=os.path.dirname(output)
-    )
-    try:
-        with open(os.path.join(partial, workdir_config.CONFIG_FILE), "w") as f:
-            f.write(workdir_config.to_json(config))
+    with outputs.staged(output, **_OUTPUT_RULES) as partial:
+        workdir_config.write_whole(
+            os.path.join(partial, workdir_config.CONFIG_FILE), workdir_config.to_json(config)
+        )
         checkpointer = Checkpointer(partial, config.checkpoint_every_steps, config.keep_checkpoints)
         checkpointer.maybe_save(0, state, force=True)
         checkpointer.close()
-        check_output(output)  # Still free: nothing else wrote there meanwhile.
-        os.replace(partial, output)  # Also replaces an empty directory.
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     for name in roles:
         if name in files:
             log.info("%s: converted from %s", name, files[name])

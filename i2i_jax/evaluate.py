@@ -13,9 +13,12 @@ Writes to `--output` (default `DIR/results/<split>_<mode>_step<N>/`):
 The scores are those of training's evaluation (the same `Evaluator`): on the split and mode a
 run evaluated in, they equal its `eval_metrics.jsonl` at that step. Every device of every
 process takes part and each image is scored once; process 0 writes. An earlier evaluation is
-never overwritten unless `--overwrite`; the output appears whole or not at all.
+replaced only with `--overwrite`, and nothing else ever is (`outputs.check_output`); the output
+appears whole or not at all.
 """
 
+import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -27,15 +30,16 @@ from absl import flags
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from i2i_jax import cli, distributed, export, fid_inception, parallel, results_page
+from i2i_jax import cli, distributed, export, fid_inception, outputs, parallel, results_page
 from i2i_jax import config as config_lib
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline, sources
-from i2i_jax.errors import OutputExistsError, UsageError
+from i2i_jax.errors import UsageError
 from i2i_jax.evaluation import PANELS, Evaluator
 from i2i_jax.tasks.common import TEST_MODES
 
 log = logging.getLogger("i2i_jax")
+NAME_MAX = 255  # Bytes in a file name, on every common file system.
 
 
 def evaluate_workdir(
@@ -63,28 +67,20 @@ def evaluate_workdir(
     output = output or os.path.join(
         workdir, "results", f"{config.data.eval_split}_{config.eval_mode}_step{step}"
     )
-    _check_output(output, overwrite)
+    rules = dict(
+        what="an i2i_jax evaluation", is_ours=is_evaluation, overwrite=overwrite, workdir=workdir
+    )
+    outputs.check_output(output, **rules)
     eval_sources = sources.eval_sources(config)
     evaluator = Evaluator(task, eval_sources, config, mesh)
     writer = distributed.is_first_process()
-    staging = output.rstrip("/") + ".partial"
-    if writer:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
-        tf.io.gfile.makedirs(os.path.join(staging, "images"))
-
-    tables, averages = _score(evaluator, eval_sources, state, config.model, staging, writer)
-    summary = {
-        "workdir": os.path.abspath(workdir),
-        "step": step,
-        "split": config.data.eval_split,
-        "mode": config.eval_mode,
-        "model": config.model,
-        "num_images": {d: len(t["rows"]) for d, t in tables.items()},
-        "averages": dict(sorted(averages.items())),
-    }
-    if writer:
-        _write_results(staging, output, summary, tables)
+    with outputs.staged(output, **rules) if writer else contextlib.nullcontext() as staging:
+        if writer:
+            tf.io.gfile.makedirs(os.path.join(staging, "images"))
+        tables, averages = _score(evaluator, eval_sources, state, config.model, staging, writer)
+        summary = _summary(workdir, step, config, tables, averages)
+        if writer:
+            _write_results(staging, summary, tables)
     multihost_utils.sync_global_devices("i2i_jax: evaluation written")
     log.info(
         "evaluated step %d on %s (%s mode): %s -> %s",
@@ -97,10 +93,32 @@ def evaluate_workdir(
     return summary
 
 
+def is_evaluation(path: str) -> bool:
+    """Whether `path` holds an evaluation this tool wrote: its metrics.json."""
+    written = (
+        workdir_config.read_json(os.path.join(path, "metrics.json"), "the evaluation it describes")
+        or {}
+    )
+    return {"workdir", "step", "split", "mode", "averages"} <= written.keys()
+
+
+def _summary(workdir: str, step: int, config, tables: dict, averages: dict) -> dict:
+    return {
+        "workdir": os.path.abspath(workdir),
+        "step": step,
+        "split": config.data.eval_split,
+        "mode": config.eval_mode,
+        "model": config.model,
+        "num_images": {d: len(t["rows"]) for d, t in tables.items()},
+        "averages": dict(sorted(averages.items())),
+    }
+
+
 def _score(evaluator, eval_sources, state, model: str, staging: str, writer: bool):
     """Every image's metrics (rows of a table per direction, their PNGs written into
     `staging` by the writer) and the averages, FID and KID included where configured."""
     tables = {d: {"panels": p, "rows": []} for d, p in PANELS[model].items()}
+    file_stems = {d: set() for d in tables}
     distributions = evaluator.distribution_scores()
     for batch in evaluator.batches(state):
         images = multihost_utils.process_allgather(batch.images, tiled=True)
@@ -109,7 +127,8 @@ def _score(evaluator, eval_sources, state, model: str, staging: str, writer: boo
         panels = tables[batch.direction]["panels"]
         for slot in np.flatnonzero(batch.mask > 0):
             name = eval_sources[batch.direction].name_of(int(batch.index[slot]))
-            files = [f"images/{name}_{panel}.png" for panel in panels]
+            stem = _file_stem(name, file_stems[batch.direction], panels)
+            files = [f"images/{stem}_{panel}.png" for panel in panels]
             if writer:
                 for path, panel in zip(
                     files, np.split(images[slot], len(panels), axis=1), strict=True
@@ -137,8 +156,8 @@ def _score(evaluator, eval_sources, state, model: str, staging: str, writer: boo
     return tables, averages
 
 
-def _write_results(staging: str, output: str, summary: dict, tables: dict) -> None:
-    """metrics.json and index.html beside the PNGs, then the whole moved into place."""
+def _write_results(staging: str, summary: dict, tables: dict) -> None:
+    """metrics.json and index.html beside the PNGs."""
     with tf.io.gfile.GFile(os.path.join(staging, "metrics.json"), "w") as f:
         json.dump({**summary, "images": {d: t["rows"] for d, t in tables.items()}}, f, indent=1)
     title = f"{os.path.basename(summary['workdir'])}: {summary['split']}, step {summary['step']}"
@@ -147,17 +166,23 @@ def _write_results(staging: str, output: str, summary: dict, tables: dict) -> No
     page_summary.update(summary["averages"])
     with tf.io.gfile.GFile(os.path.join(staging, "index.html"), "w") as f:
         f.write(results_page.render(title, page_summary, tables))
-    if tf.io.gfile.exists(output):  # Only an empty directory, or --overwrite.
-        tf.io.gfile.rmtree(output)
-    tf.io.gfile.rename(staging, output)
 
 
-def _check_output(output: str, overwrite: bool) -> None:
-    if tf.io.gfile.isdir(output) and tf.io.gfile.listdir(output) and not overwrite:
-        raise OutputExistsError(
-            f"{output} already holds an evaluation\nFix: pass --overwrite to replace it, or "
-            "--output=DIR for a new one"
-        )
+def _file_stem(name: str, taken: set[str], panels: tuple[str, ...]) -> str:
+    """A stem for `name`'s image files, not yet in `taken` (which it joins): `a.jpg` and
+    `a.png` are both `a`, so the second becomes `a~2`; and short enough that the longest
+    `<stem>_<panel>.png` fits the file system's 255-byte limit (cut, with a hash kept)."""
+    room = NAME_MAX - max(len(f"_{panel}.png".encode()) for panel in panels) - 12
+    stem = name
+    if len(stem.encode()) > room:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        stem = stem.encode()[: room - 9].decode(errors="ignore") + "-" + digest
+    unique, count = stem, 1
+    while unique in taken:
+        count += 1
+        unique = f"{stem}~{count}"
+    taken.add(unique)
+    return unique
 
 
 def _write_png(path: str, image: np.ndarray) -> None:

@@ -33,11 +33,11 @@ from flax import traverse_util
 from jax import export as jax_export
 
 import i2i_jax
-from i2i_jax import cli, models, onnx_export, parallel, tasks
+from i2i_jax import cli, models, onnx_export, outputs, parallel, tasks
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.config import workdir as workdir_config
 from i2i_jax.data import pipeline
-from i2i_jax.errors import NotFoundError, OutputExistsError, UsageError
+from i2i_jax.errors import NotFoundError, UsageError
 from i2i_jax.state import NetState
 from i2i_jax.tasks.common import TEST_MODES, translate
 
@@ -54,8 +54,8 @@ def restore_state(
     workdir: str, config, mesh=None, step: int | None = None, purpose: str = "export"
 ):
     """The task and the workdir's train state of `step` (by default its latest restorable
-    one), replicated over `mesh` (by default this process's first device). `purpose` names
-    what the missing checkpoint was wanted for."""
+    one), replicated over `mesh` (by default this process's first device), read without
+    creating or moving anything. `purpose` names what the missing checkpoint was wanted for."""
     task = tasks.build_task(config, steps_per_epoch=1)  # The schedule plays no part here.
     mesh = mesh or parallel.make_mesh(jax.local_devices()[:1])
     sharding = parallel.replicated(mesh)
@@ -63,7 +63,9 @@ def restore_state(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
         jax.eval_shape(task.init_state, config.seed),
     )
-    checkpointer = Checkpointer(workdir, every_steps=0, keep=config.keep_checkpoints)
+    checkpointer = Checkpointer(
+        workdir, every_steps=0, keep=config.keep_checkpoints, read_only=True
+    )
     try:
         if step is not None:
             return task, checkpointer.restore_step(step, template)
@@ -187,17 +189,12 @@ def manifest(config, step: int, mode: str, directions: dict) -> dict:
     }
 
 
-def check_output(output: str) -> None:
-    """An existing output may only be a previous export, which is replaced."""
-    if (
-        tf.io.gfile.isdir(output)
-        and tf.io.gfile.listdir(output)
-        and not tf.io.gfile.exists(os.path.join(output, MANIFEST))
-    ):
-        raise OutputExistsError(
-            f"--output={output} is a non-empty directory that holds no "
-            f"i2i_jax export; choose a new or empty directory"
-        )
+def is_export(path: str) -> bool:
+    """Whether `path` holds an artifact this tool wrote: a manifest of an i2i_jax format."""
+    written = (
+        workdir_config.read_json(os.path.join(path, MANIFEST), "the export it describes") or {}
+    )
+    return str(written.get("format", "")).startswith("i2i_jax.export/")
 
 
 def _with_xla_convolutions(config, direction: str):
@@ -214,11 +211,13 @@ def export_generators(
     directions: list[str] | None = None,
     mode: str | None = None,
     extra_format: str = "jax",
+    overwrite: bool = False,
 ) -> dict:
     """Exports the generators of `directions` (default: every one the task has) from the
     workdir's latest checkpoint; returns the manifest. `mode` defaults to the config's
     `eval_mode`, the one its evaluation metrics were measured in. `extra_format` adds a TF
-    SavedModel (`savedmodel`) or an ONNX model (`onnx`) of each direction."""
+    SavedModel (`savedmodel`) or an ONNX model (`onnx`) of each direction. An earlier export
+    in `output` is replaced only with `overwrite`; anything else there is refused."""
     pipeline.hide_accelerators_from_tensorflow()  # TF only writes files (and SavedModels).
     config = workdir_config.load(workdir)
     mode = mode or config.eval_mode
@@ -226,7 +225,8 @@ def export_generators(
         raise UsageError(f"--mode={mode!r} is not one of {TEST_MODES}")
     if extra_format == "onnx":
         onnx_export.check_mode(mode)
-    check_output(output)
+    rules = dict(what="an i2i_jax export", is_ours=is_export, overwrite=overwrite, workdir=workdir)
+    outputs.check_output(output, **rules)
     task, state = restore_state(workdir, config)
     generators = task.generators()
     directions = directions or list(generators)
@@ -237,10 +237,13 @@ def export_generators(
             f"{', '.join(generators)}"
         )
 
-    staging = output.rstrip("/") + ".partial"
-    if tf.io.gfile.exists(staging):
-        tf.io.gfile.rmtree(staging)
-    tf.io.gfile.makedirs(staging)
+    with outputs.staged(output, **rules) as staging:
+        return _write_artifact(staging, config, task, state, directions, mode, extra_format)
+
+
+def _write_artifact(staging: str, config, task, state, directions, mode, extra_format) -> dict:
+    """Every file of the artifact, written into `staging`; returns the manifest."""
+    generators = task.generators()
     files = {}
     for direction in directions:
         name, module, channels = generators[direction]
@@ -283,9 +286,6 @@ def export_generators(
         json.dump(description, f, indent=2)
     for name in SERVING_FILES:
         tf.io.gfile.copy(os.path.join(os.path.dirname(__file__), name), os.path.join(staging, name))
-    if tf.io.gfile.exists(output):
-        tf.io.gfile.rmtree(output)
-    tf.io.gfile.rename(staging, output)
     return description
 
 
@@ -302,12 +302,13 @@ def define_flags() -> None:
         "savedmodel: also write a TF SavedModel for TF Serving; onnx: also an ONNX model "
         "(eval mode) for onnxruntime.",
     )
+    flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --output.")
     flags.mark_flags_as_required(["workdir", "output"])
 
 
 def main():
     f = flags.FLAGS
-    description = export_generators(f.workdir, f.output, f.direction, f.mode, f.format)
+    description = export_generators(f.workdir, f.output, f.direction, f.mode, f.format, f.overwrite)
     log.info(
         "wrote %s: %s, step %d", f.output, ", ".join(description["directions"]), description["step"]
     )

@@ -19,7 +19,7 @@ from flax import traverse_util
 
 from i2i_jax import parallel
 from i2i_jax.config import workdir as workdir_config
-from i2i_jax.errors import NotFoundError, UserError
+from i2i_jax.errors import NotFoundError, UserError, first_line
 
 # The config keys that decide the networks' shapes: what a mismatch message quotes.
 SHAPE_KEYS = ("model", "netG", "ngf", "netD", "ndf", "n_layers_D", "norm", "input_nc", "output_nc")
@@ -27,6 +27,10 @@ SHAPE_KEYS = ("model", "netG", "ngf", "netD", "ndf", "n_layers_D", "norm", "inpu
 
 class NetworkMismatchError(UserError, ValueError):
     """The source run's networks do not have this config's shapes."""
+
+
+class SourceUnreadableError(UserError, RuntimeError):
+    """The source run's checkpoint does not restore (its files are missing or corrupt)."""
 
 
 def parse(spec: str) -> tuple[str, int | None]:
@@ -93,19 +97,32 @@ def _restore_nets(workdir: str, step: int | None) -> dict:
                 + "\nFix: name one of its steps (init_from=WORKDIR:STEP), or leave the step "
                 "out for its latest"
             )
-        metadata = manager.item_metadata(step)
-        metadata = getattr(metadata, "tree", metadata)["nets"]
-        # Host arrays, whatever devices the source ran on.
-        template = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), metadata)
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), template)
-        return manager.restore(
-            step,
-            args=ocp.args.PyTreeRestore(
-                item={"nets": template}, restore_args={"nets": restore_args}, partial_restore=True
-            ),
-        )["nets"]
+        try:
+            return _read_nets(manager, step)
+        except Exception as error:  # Orbax and TensorStore raise many types.
+            earlier = [s for s in steps if s < step]
+            raise SourceUnreadableError(
+                f"init_from={workdir}: its checkpoint {step} in {directory} cannot be restored: "
+                f"{first_line(error)}\nIt was left where it is (this run only reads it).\nFix: "
+                + (f"init_from={workdir}:{earlier[-1]} for the one before, or " if earlier else "")
+                + "restore its files from a copy"
+            ) from error
     finally:
         manager.close()
+
+
+def _read_nets(manager, step: int) -> dict:
+    """The `nets` of checkpoint `step`, as host arrays whatever devices the source ran on."""
+    metadata = manager.item_metadata(step)
+    metadata = getattr(metadata, "tree", metadata)["nets"]
+    template = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), metadata)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), template)
+    return manager.restore(
+        step,
+        args=ocp.args.PyTreeRestore(
+            item={"nets": template}, restore_args={"nets": restore_args}, partial_restore=True
+        ),
+    )["nets"]
 
 
 def _check_shapes(spec: str, workdir: str, name: str, ours: dict, saved: dict) -> None:

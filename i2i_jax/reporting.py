@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from i2i_jax.config.workdir import write_whole
+from i2i_jax.config.workdir import read_json, write_whole
 
 log = logging.getLogger("i2i_jax")
 
@@ -127,13 +127,10 @@ class Reporter:
         if not fids or record["step"] == 0:
             return
         path = os.path.join(self.workdir, BEST_FILE)
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                best = json.load(f)
-            if best["fid_total"] <= sum(fids):
-                return
-        with tf.io.gfile.GFile(path, "w") as f:
-            json.dump({**record, "fid_total": sum(fids)}, f, indent=1)
+        best = read_json(path, "the best FID so far") or {}
+        if isinstance(best.get("fid_total"), int | float) and best["fid_total"] <= sum(fids):
+            return
+        write_whole(path, json.dumps({**record, "fid_total": sum(fids)}, indent=1))
         log.info("best FID so far: %.3f at step %d (%s)", sum(fids), record["step"], BEST_FILE)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ Static HTML with relative links: it opens from the disk."""
 
 import html
 import math
+import urllib.parse
 
 HIGHER_IS_BETTER = ("psnr", "ssim")  # Metric name prefixes; the others (L1s) are errors.
 
@@ -109,7 +110,7 @@ def _direction_table(direction: str, table: dict) -> str:
 
 def _row(row: dict, metric_names: list[str]) -> str:
     images = "".join(
-        f'<td><img src="{html.escape(path)}" alt="{html.escape(path)}"></td>'
+        f'<td><img src="{html.escape(urllib.parse.quote(path))}" alt="{html.escape(path)}"></td>'
         for path in row["images"]
     )
     metrics = "".join(

@@ -8,6 +8,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from i2i_jax import (
+    checkpointing,
     compilation_cache,
     distributed,
     guards,
@@ -19,6 +20,7 @@ from i2i_jax import (
     profiling,
     tasks,
     traced_steps,
+    workdir_lock,
 )
 from i2i_jax import config as config_lib
 from i2i_jax.checkpointing import Checkpointer
@@ -158,18 +160,30 @@ def train_and_evaluate(
     `profile_steps` > 0 traces that many steps after the first into `<workdir>/profile`.
 
     Every process of a multi-process job runs this; process 0 alone writes logs, metrics and
-    images. Returns the final train state and the last evaluation's results (empty if no
-    evaluation ran).
+    images, and holds the workdir's lock (`workdir_lock`) for the job's life. A workdir
+    without checkpoints must be empty or an earlier start of the same config. Returns the
+    final train state and the last evaluation's results (empty if no evaluation ran).
     """
     pipeline.hide_accelerators_from_tensorflow()
     mesh = parallel.make_mesh()
     config_lib.validate(config, mesh.size)
     guards.check_workdir(workdir)
+    lock = workdir_lock.acquire_for_job(workdir)  # Before anything else is written there.
+    try:
+        return _train(config, workdir, mesh, allow_config_change, profile_steps)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, workdir: str, mesh, allow_config_change: bool, profile_steps: int):
+    """`train_and_evaluate` once the workdir is this run's alone."""
     is_writer = distributed.is_first_process()
+    resume_step = checkpointing.latest_saved_step(workdir)
+    if resume_step is None:
+        workdir_config.check_fresh_start(config, workdir, allow_config_change)
     checkpointer = Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
-    workdir_config.check_and_record(
-        config, workdir, checkpointer.latest_step(), allow_config_change, is_writer
-    )
+    workdir_config.check_and_record(config, workdir, resume_step, allow_config_change, is_writer)
 
     train_sources, eval_sources = _sources_in_turn(config)
     for role, group in (("train", train_sources), ("eval", list(eval_sources.values()))):

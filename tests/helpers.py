@@ -173,6 +173,18 @@ def one_multiprocess_job_at_a_time():
         yield
 
 
+def saved_checkpoints(config, workdir: str, steps=(2, 4)):
+    """Checkpoints in `workdir` of the config's initial state at `steps` (each with its step
+    counter set), saved from one device; returns that state, a restore template."""
+    task = tasks.build_task(config, steps_per_epoch=4)
+    state = parallel.init_replicated(task.init_state, 0, parallel.make_mesh(jax.devices()[:1]))
+    checkpointer = Checkpointer(workdir, every_steps=2, keep=5)
+    for step in steps:
+        checkpointer.maybe_save(step, state.replace(step=state.step + step))
+    checkpointer.close()
+    return state
+
+
 def fixed_batches(config, count: int) -> list[dict]:
     """The first `count` training batches of a config, as numpy arrays."""
     stream = pipeline.train_batches(sources.train_sources(config), config, config.batch_size)

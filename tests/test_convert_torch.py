@@ -31,6 +31,7 @@ from i2i_jax import (  # noqa: E402
 )
 from i2i_jax.checkpointing import Checkpointer  # noqa: E402
 from i2i_jax.config import workdir as workdir_config  # noqa: E402
+from i2i_jax.errors import OutputExistsError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -242,7 +243,7 @@ def test_an_existing_workdir_is_refused(tmp_path):
     workdir.mkdir()
     convert_torch.check_output(str(workdir))  # Empty: fine.
     (workdir / "config.json").write_text("{}")
-    with pytest.raises(convert_torch.ConversionError, match="exists and is not empty"):
+    with pytest.raises(OutputExistsError, match="holds something other than a converted workdir"):
         convert_torch.build_workdir(config_with(), {"G": "unused.pth"}, str(workdir))
     assert os.listdir(workdir) == ["config.json"]
 

@@ -93,7 +93,9 @@ def test_a_step_a_refusal_and_an_overwrite(pix2pix_run, tmp_path):
     trained = read_jsonl(os.path.join(pix2pix_run, "eval_metrics.jsonl"))[4]
     assert summary["averages"]["psnr"] == pytest.approx(trained["psnr"], rel=1e-5)
     before = os.path.getmtime(os.path.join(output, "metrics.json"))
-    with pytest.raises(OutputExistsError, match=r"(?s)already holds an evaluation.*--overwrite"):
+    with pytest.raises(
+        OutputExistsError, match=r"(?s)already holds an i2i_jax evaluation.*--overwrite"
+    ):
         evaluate.evaluate_workdir(pix2pix_run, step=4, output=output)
     assert os.path.getmtime(os.path.join(output, "metrics.json")) == before
     evaluate.evaluate_workdir(pix2pix_run, output=output, overwrite=True)

@@ -212,7 +212,9 @@ def test_export_refuses_what_it_cannot_do(pix2pix_artifact, tmp_path):
         export.export_generators(str(root / "run"), str(tmp_path / "m"), directions=["BtoA"])
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="holds no i2i_jax export"):
+    with pytest.raises(
+        FileExistsError, match=r"holds something other than an i2i_jax export \(notes\.txt\)"
+    ):
         export.export_generators(str(root / "run"), str(tmp_path / "taken"))
     config = workdir_config.load(str(root / "run"))
     with open(root / "model" / "manifest.json") as f:

@@ -14,6 +14,8 @@ from i2i_jax import parallel, restore_faults, tasks
 from i2i_jax.checkpointing import Checkpointer
 from i2i_jax.restore_faults import CheckpointMismatchError, StorageUnavailableError
 
+from helpers import saved_checkpoints
+
 DELAYS = (0.01, 0.02, 0.04)
 
 
@@ -21,13 +23,7 @@ DELAYS = (0.01, 0.02, 0.04)
 def saved(tiny_config, tmp_path, monkeypatch):
     """Checkpoints of steps 2 and 4 (states whose step counter says which), the template."""
     monkeypatch.setattr(restore_faults, "RETRY_DELAYS_S", DELAYS)
-    task = tasks.build_task(tiny_config, steps_per_epoch=4)
-    state = parallel.init_replicated(task.init_state, 0, parallel.make_mesh(jax.devices()[:1]))
-    checkpointer = Checkpointer(str(tmp_path), every_steps=2, keep=5)
-    for step in (2, 4):
-        checkpointer.maybe_save(step, state.replace(step=state.step + step))
-    checkpointer.close()
-    return state
+    return saved_checkpoints(tiny_config, str(tmp_path))
 
 
 def entries(tmp_path):
@@ -40,16 +36,17 @@ def entries(tmp_path):
 
 
 def flaky_reads(monkeypatch, failures: int, error: Exception) -> list:
-    """orbax's restore fails with `error` the first `failures` times; returns the call log."""
-    calls, real = [], ocp.CheckpointManager.restore
+    """orbax's restore fails with `error` the first `failures` times; returns the call log
+    (the step of each call)."""
+    calls, real = [], ocp.StandardCheckpointHandler.restore
 
-    def restore(manager, step, *args, **kwargs):
-        calls.append(step)
+    def restore(handler, directory, *args, **kwargs):
+        calls.append(int(os.path.basename(os.path.dirname(directory))))
         if len(calls) <= failures:
             raise error
-        return real(manager, step, *args, **kwargs)
+        return real(handler, directory, *args, **kwargs)
 
-    monkeypatch.setattr(ocp.CheckpointManager, "restore", restore)
+    monkeypatch.setattr(ocp.StandardCheckpointHandler, "restore", restore)
     return calls
 
 
