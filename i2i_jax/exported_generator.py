@@ -39,8 +39,8 @@ class ExportedGenerator:
         manifest_path = os.path.join(model_dir, "manifest.json")
         if not os.path.exists(manifest_path):
             raise TranslateError(
-                f"{manifest_path} does not exist: --model must be a "
-                f"directory written by python -m i2i_jax.export"
+                f"{manifest_path} does not exist: --model must be a directory written by "
+                "python -m i2i_jax.export\nFix: pass such a directory (or its <direction>.onnx)"
             )
         with open(manifest_path) as f:
             self.manifest = json.load(f)
@@ -49,7 +49,8 @@ class ExportedGenerator:
         direction = direction or ("AtoB" if "AtoB" in directions else next(iter(directions)))
         if direction not in directions:
             raise TranslateError(
-                f"--direction={direction}: {model_dir} has {', '.join(directions)}"
+                f"--direction={direction}: {model_dir} has {', '.join(directions)}\nFix: pass "
+                f"--direction={next(iter(directions))}, or export {direction} too"
             )
         files = directions[direction]
         with open(os.path.join(model_dir, files["function"]), "rb") as f:
@@ -110,7 +111,10 @@ def check_format(manifest: dict, model_dir: str) -> None:
     """Refuses an artifact of a format this file does not know (a newer export's)."""
     name, _, version = str(manifest.get("format", "")).partition("/")
     if name != ARTIFACT_FORMAT or not version.isdigit():
-        raise TranslateError(f"{model_dir}: format {manifest.get('format')!r} is no i2i_jax export")
+        raise TranslateError(
+            f"{model_dir}: format {manifest.get('format')!r} is no i2i_jax export\nFix: pass a "
+            "directory written by python -m i2i_jax.export"
+        )
     if int(version) > READS_UP_TO:
         raise TranslateError(
             f"{model_dir} is artifact format {name}/{version}, written by i2i_jax "

@@ -14,14 +14,23 @@ GIB = 2**30
 
 
 def batches_of_equal_size(jobs: Iterator, batch_size: int) -> Iterator[list]:
-    """Groups jobs whose `network_input`s have one shape, `batch_size` at most, keeping at
-    most one partial batch per shape in memory."""
+    """Groups jobs whose `network_input`s have one shape, `batch_size` at most. At most
+    2 x `batch_size` jobs wait for others of their shape: one more sends the partial batch that
+    has waited longest on its way, so many distinct sizes cannot fill the host's memory."""
     pending: dict[tuple, list] = {}
+    waiting = 0
     for job in jobs:
-        group = pending.setdefault(job.network_input.shape, [])
-        group.append(job)
-        if len(group) == batch_size:
-            yield pending.pop(job.network_input.shape)
+        shape = job.network_input.shape
+        pending.setdefault(shape, []).append(job)
+        waiting += 1
+        if len(pending[shape]) == batch_size:
+            batch = pending.pop(shape)
+        elif waiting > 2 * batch_size:
+            batch = pending.pop(next(iter(pending)))  # Insertion order: the oldest first.
+        else:
+            continue
+        waiting -= len(batch)
+        yield batch
     yield from pending.values()
 
 

@@ -5,21 +5,24 @@ Runs a generator written by `i2i_jax.export` on image files. It needs jax, numpy
 the two modules it imports (exported_generator.py, tiling.py) travel with every artifact, which
 the export copies them into: `python EXPORT/translate.py --model=EXPORT ...` works anywhere.
 
-Any image Pillow reads (JPEG, PNG, ...; RGB, grayscale, palette, with or without alpha) of any
-size: it is converted to the channels the network takes, padded by reflection to a size the
-network accepts (or, with `--fit=resize`, resized to the training size) and the output is
-cropped (resized) back; an input's alpha channel is put back on its output. `--tile=T` runs
-large images as overlapping T x T tiles blended with linear ramps; an image that would not fit
-the memory budget whole (`--memory_limit_gb`, default half of what is free) is tiled by itself,
-with a notice. A file of a newer artifact format is refused naming both.
-`--model=EXPORT/AtoB.onnx` runs the artifact's ONNX model (`export --format=onnx`) with
-onnxruntime instead. Images of one size are batched. Outputs are PNGs (or float32 `.npy`
-arrays in [-1, 1]) named after their inputs, which are never overwritten; a file that cannot be
-read is reported and the rest are translated.
+An image in PNG, JPEG, BMP, GIF, TIFF or WEBP (and in no other format, whatever its name; RGB,
+grayscale or palette, with or without alpha) of any size is converted to the channels the network
+takes, padded by reflection to a size the network accepts (or, with `--fit=resize`, resized to the
+training size) and the output is cropped (resized) back; an input's alpha channel is put back on
+its output. `--tile=T` runs large images as overlapping T x T tiles blended with linear ramps; an
+image that would not fit the memory budget whole (`--memory_limit_gb`, default half of what is
+free) is tiled by itself, with a notice. A file of a newer artifact format is refused naming both.
+`--model=EXPORT/AtoB.onnx` runs the artifact's ONNX model (`export --format=onnx`) with onnxruntime
+instead. Images of one size are batched. Outputs are PNGs (or float32 `.npy` arrays in [-1, 1])
+named after their inputs (`output_paths`); an input is never overwritten, nor an existing file
+without `--overwrite`: both are refused before any work. A file that cannot be read is reported and
+the rest are translated.
 """
 
 import argparse
+import collections
 import dataclasses
+import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -35,6 +38,10 @@ except ImportError:  # python translate.py, with the modules it needs beside it
     from exported_generator import ExportedGenerator, TranslateError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# The only formats Pillow may open an input as, whatever its name says: a `.png` that is really
+# EPS must never reach Pillow's EPS plugin, which runs Ghostscript on it.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+READABLE = f"a {', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]} image"
 FITS = ("pad", "resize")
 OUTPUT_FORMATS = ("png", "npy")
 
@@ -58,51 +65,90 @@ def find_inputs(input_path: str, output_dir: str) -> list[tuple[str, str]]:
         stem = os.path.splitext(os.path.basename(input_path))[0]
         return [(input_path, os.path.join(output_dir, stem))]
     if not os.path.isdir(input_path):
-        raise TranslateError(f"--input={input_path} is neither a file nor a directory")
+        raise TranslateError(
+            f"--input={input_path} is neither a file nor a directory\nFix: pass an image file "
+            "or a directory of them"
+        )
     pairs = []
     output_real = os.path.realpath(output_dir)
     for root, dirs, files in os.walk(input_path):
         dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != output_real)
         for name in sorted(files):
             if name.lower().endswith(IMAGE_SUFFIXES):
-                relative = os.path.relpath(os.path.join(root, name), input_path)
-                pairs.append(
-                    (
-                        os.path.join(root, name),
-                        os.path.join(output_dir, os.path.splitext(relative)[0]),
-                    )
-                )
+                source = os.path.join(root, name)
+                stem = os.path.splitext(os.path.relpath(source, input_path))[0]
+                pairs.append((source, os.path.join(output_dir, stem)))
     if not pairs:
         raise TranslateError(
-            f"--input={input_path} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+            f"--input={input_path} holds no image files ({', '.join(IMAGE_SUFFIXES)})\nFix: "
+            "pass a directory that holds images, or an image file"
         )
     return pairs
 
 
-def plan_jobs(input_path: str, output_dir: str, suffix: str) -> list[Job]:
-    """The jobs, refusing up front any output that would overwrite an input or another output."""
+def plan_jobs(input_path: str, output_dir: str, suffix: str, overwrite: bool = False) -> list[Job]:
+    """The jobs, refusing up front any output that would overwrite an input, or an existing
+    file unless `overwrite`."""
     pairs = find_inputs(input_path, output_dir)
-    inputs = {os.path.realpath(source) for source, _ in pairs}
-    jobs, targets = [], {}
-    for index, (source, stem) in enumerate(pairs):
-        target = stem + suffix
+    sources, targets = [s for s, _ in pairs], output_paths(pairs, suffix, longest_name(output_dir))
+    inputs = {os.path.realpath(source) for source in sources}
+    for target in targets:
         if os.path.realpath(target) in inputs:
             raise TranslateError(
-                f"the output {target} would overwrite an input; choose another --output"
+                f"the output {target} would overwrite an input\nFix: choose another --output"
             )
-        if target in targets:
-            raise TranslateError(
-                f"{targets[target]} and {source} would both be written to "
-                f"{target}; translate them into different --output dirs"
-            )
-        targets[target] = source
-        jobs.append(Job(index, source, target))
-    return jobs
+    existing = [target for target in targets if os.path.lexists(target)]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
+        raise TranslateError(
+            f"{len(existing)} of the {len(targets)} outputs exist already: "
+            f"{', '.join(existing[:5])}{more}\nFix: pass --overwrite to replace them, or "
+            "choose another --output"
+        )
+    return list(map(Job, range(len(pairs)), sources, targets))
+
+
+def output_paths(pairs: list[tuple[str, str]], suffix: str, name_max: int) -> list[str]:
+    """Each input's output path: its stem + `suffix`. Inputs that would share one (`a.jpg` and
+    `a.png`; case aside, for file systems that ignore it) each add their extension
+    (`a_jpg.png`, `a_png.png`); a name that still collides, or that is longer than `name_max`
+    bytes, is cut to fit a hash of the input's file name (`a_jpg-0123456789ab.png`)."""
+    paths = [stem + suffix for _, stem in pairs]
+    for i in _shared(paths):
+        paths[i] = f"{pairs[i][1]}_{os.path.splitext(pairs[i][0])[1][1:]}{suffix}"
+    shared = _shared(paths)
+    for i, ((source, _), path) in enumerate(zip(pairs, paths, strict=True)):
+        if i not in shared and len(os.fsencode(os.path.basename(path))) <= name_max:
+            continue
+        tag = f"-{hashlib.sha256(os.fsencode(os.path.basename(source))).hexdigest()[:12]}{suffix}"
+        head, stem = os.path.split(path.removesuffix(suffix))
+        while stem and len(os.fsencode(stem + tag)) > name_max:
+            stem = stem[:-1]
+        paths[i] = os.path.join(head, stem + tag)
+    return paths
+
+
+def _shared(paths: list[str]) -> set[int]:
+    """The indices of the paths that another of `paths` equals, case aside."""
+    counts = collections.Counter(path.casefold() for path in paths)
+    return {i for i, path in enumerate(paths) if counts[path.casefold()] > 1}
+
+
+def longest_name(directory: str) -> int:
+    """The longest file name, in bytes, that the file system of `directory` (or of its nearest
+    existing parent) takes; 255 where it does not say."""
+    directory = os.path.abspath(directory)
+    while not os.path.isdir(directory):
+        directory = os.path.dirname(directory)
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # No pathconf (Windows), or no answer.
+        return 255
 
 
 def read_image(path: str, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 [H, W, channels] and the alpha channel, if the image has one."""
-    with Image.open(path) as image:
+    with Image.open(path, formats=IMAGE_FORMATS) as image:
         image.load()  # Decode now, so a truncated file fails here.
         image = ImageOps.exif_transpose(image)  # Camera JPEGs: the way they are shown.
         alpha = None
@@ -121,24 +167,16 @@ def to_network_input(pixels: np.ndarray, generator: ExportedGenerator, fit: str)
         size = generator.accepted_size(generator.trained_size)
         pixels = resize(pixels, size, size)
     else:
-        pad = (
-            (0, generator.accepted_size(height) - height),
-            (0, generator.accepted_size(width) - width),
-            (0, 0),
-        )
+        pad = [(0, generator.accepted_size(side) - side) for side in (height, width)] + [(0, 0)]
         pixels = np.pad(pixels, pad, mode="reflect" if min(height, width) > 1 else "edge")
     return pixels.astype(np.float32) / 127.5 - 1.0
 
 
 def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bicubic, per channel through Pillow (uint8 or float32 arrays)."""
-    channels = [
-        np.asarray(
-            Image.fromarray(pixels[..., c]).resize((width, height), Image.Resampling.BICUBIC)
-        )
-        for c in range(pixels.shape[-1])
-    ]
-    return np.stack(channels, axis=-1)
+    planes = np.moveaxis(pixels, -1, 0)
+    resized = [Image.fromarray(p).resize((width, height), Image.Resampling.BICUBIC) for p in planes]
+    return np.stack([np.asarray(plane) for plane in resized], axis=-1)
 
 
 def save_output(job: Job, output: np.ndarray, fit: str) -> None:
@@ -173,11 +211,13 @@ class Translator:
     ):
         if tile and (tile % generator.multiple or tile < generator.minimum):
             raise TranslateError(
-                f"--tile={tile}: tiles must be multiples of {generator.multiple} "
-                f"and at least {generator.minimum} pixels for this network"
+                f"--tile={tile}: tiles must be multiples of {generator.multiple} and at least "
+                f"{generator.minimum} pixels for this network\nFix: pass such a --tile, or 0"
             )
         if tile and not 0 <= overlap < tile:
-            raise TranslateError(f"--tile_overlap={overlap} must be in [0, --tile={tile})")
+            raise TranslateError(
+                f"--tile_overlap={overlap} must be in [0, --tile={tile})\nFix: pass a smaller one"
+            )
         self.generator, self.fit, self.tile, self.overlap = generator, fit, tile, overlap
         self.batch_size, self.budget, self.per_pixel = batch_size, memory_budget, None
         self.failures: list[str] = []
@@ -191,7 +231,7 @@ class Translator:
             try:
                 pixels, job.alpha = read_image(job.source, self.generator.in_channels)
             except (OSError, ValueError, Image.DecompressionBombError) as error:
-                self.fail(job, f"cannot be read as an image ({type(error).__name__}: {error})")
+                self.fail(job, f"cannot be read as {READABLE} ({type(error).__name__}: {error})")
                 continue
             job.size = pixels.shape[:2]
             job.network_input = to_network_input(pixels, self.generator, self.fit)
@@ -298,6 +338,7 @@ FLAGS = {
         help="Memory the network may use; larger images go in tiles (0: half of what is free).",
     ),
     "seed": dict(type=int, default=0, help="Dropout seed, for train_like artifacts."),
+    "overwrite": dict(action="store_true", help="Replace existing outputs (never inputs)."),
     "output_format": dict(
         default="png",
         choices=OUTPUT_FORMATS,
@@ -328,12 +369,12 @@ def progress_bar(total: int):
 def translate_files(f: argparse.Namespace) -> int:
     """Translates what the flags say; returns the exit status (1 if any file failed)."""
     if f.batch_size < 1:
-        raise TranslateError(f"--batch_size={f.batch_size} must be at least 1")
+        raise TranslateError(f"--batch_size={f.batch_size} must be at least 1\nFix: pass 1 or more")
+    jobs = plan_jobs(f.input, f.output, "." + f.output_format, f.overwrite)
     generator = ExportedGenerator(f.model, f.direction, f.seed)
     free = tiling.free_memory()
     budget = f.memory_limit_gb * tiling.GIB if f.memory_limit_gb > 0 else free and free / 2
     translator = Translator(generator, f.fit, f.tile, f.tile_overlap, f.batch_size, budget)
-    jobs = plan_jobs(f.input, f.output, "." + f.output_format)
     update, close = progress_bar(len(jobs))
     written = translator.run(jobs, update)
     close()
@@ -341,11 +382,8 @@ def translate_files(f: argparse.Namespace) -> int:
         f"i2i_jax.translate: wrote {written} of {len(jobs)} images to {f.output}", file=sys.stderr
     )
     if translator.failures:
-        print(
-            f"i2i_jax.translate: {len(translator.failures)} failed: "
-            f"{', '.join(translator.failures)}",
-            file=sys.stderr,
-        )
+        failed = ", ".join(translator.failures)
+        print(f"i2i_jax.translate: {len(translator.failures)} failed: {failed}", file=sys.stderr)
         return 1
     return 0
 

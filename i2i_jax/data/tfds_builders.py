@@ -13,10 +13,9 @@ import urllib.parse
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
-from i2i_jax.data.files import list_images
-from i2i_jax.errors import NotFoundError, first_line
+from i2i_jax.data.files import BadImageError, list_images, load_image
+from i2i_jax.errors import DataError, NotFoundError, first_line
 
 log = logging.getLogger("i2i_jax")
 
@@ -125,8 +124,13 @@ class _ArchiveSplits:
     def _generate_examples(self, directory: str):
         """The images of a split folder in name order (the same files a folder source reads)."""
         for path in list_images(directory):
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
+            try:
+                pixels = np.asarray(load_image(path).convert("RGB"))
+            except BadImageError as error:
+                raise DataError(
+                    f"{path}: {error}\nFix: repair or remove it (in the archive, or in its "
+                    "extracted folder in the manual dir), then prepare the dataset again"
+                ) from None
             file_name = os.path.basename(path)
             yield file_name, {**self._features_of(pixels), "file_name": file_name}
 

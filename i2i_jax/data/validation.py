@@ -14,8 +14,8 @@ import logging
 import os
 
 import tensorflow as tf
-from PIL import Image, UnidentifiedImageError
 
+from i2i_jax.data.files import BadImageError, load_image
 from i2i_jax.errors import DataError
 
 log = logging.getLogger("i2i_jax")
@@ -35,7 +35,7 @@ _CONVERTED_MODES = {
     "CMYK": "CMYK",
     "YCbCr": "YCbCr",
 }
-_SCAN_VERSION = 1  # Bump when the rules change, so that old cached verdicts are not reused.
+_SCAN_VERSION = 2  # Bump when the rules change, so that old cached verdicts are not reused.
 
 
 def cache_dir() -> str:
@@ -48,16 +48,11 @@ def check_image(path: str, side_by_side: bool, min_side: int) -> tuple[str | Non
     `side_by_side`: the file holds A | B halves, so its width must be even. `min_side`: each
     image (each half) must be at least this wide and high (a crop taken without resizing).
     """
-    if os.path.getsize(path) == 0:
-        return "empty file (0 bytes)", ""
     try:
-        with Image.open(path) as image:
-            mode, (width, height) = image.mode, image.size
-            image.load()  # Decodes every pixel: a truncated file fails here.
-    except UnidentifiedImageError:
-        return "not an image (no image format recognised)", ""
-    except (OSError, ValueError, SyntaxError) as error:
-        return f"truncated or corrupt ({str(error).splitlines()[0][:120]})", ""
+        image = load_image(path)
+    except BadImageError as error:
+        return str(error), ""
+    mode, (width, height) = image.mode, image.size
     try:  # The decoder training uses must agree.
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except tf.errors.OpError as error:
@@ -78,9 +73,26 @@ def check_image(path: str, side_by_side: bool, min_side: int) -> tuple[str | Non
 def _cache_key(files: list[str], side_by_side: bool, min_side: int) -> str:
     digest = hashlib.sha256(json.dumps([_SCAN_VERSION, side_by_side, min_side]).encode())
     for path in files:
-        stat = os.stat(path)
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        try:
+            stat = os.stat(path)
+            state = f"{stat.st_size}\0{stat.st_mtime_ns}"
+        except OSError as error:  # A dangling link or a loop: a bad file, scanned as one.
+            state = f"unreadable {error.errno}"
+        digest.update(f"{path}\0{state}\n".encode())
     return digest.hexdigest()[:32]
+
+
+def _cached_scan(path: str) -> dict:
+    """A scan's result as `scan` cached it; ValueError if the file holds anything else."""
+    with open(path) as f:
+        result = json.load(f)
+    if not (
+        isinstance(result, dict)
+        and isinstance(result.get("bad"), dict)
+        and isinstance(result.get("modes"), dict)
+    ):
+        raise ValueError("not a scan result")
+    return result
 
 
 def scan(files: list[str], side_by_side: bool, min_side: int) -> dict:
@@ -88,8 +100,12 @@ def scan(files: list[str], side_by_side: bool, min_side: int) -> dict:
     none of them changed since the last scan."""
     path = os.path.join(cache_dir(), "scans", _cache_key(files, side_by_side, min_side) + ".json")
     if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+        try:
+            return _cached_scan(path)
+        except (OSError, ValueError) as error:  # The scan is redone and the cache rewritten.
+            log.warning(
+                "ignoring the unreadable data scan cache %s (%s); scanning again", path, error
+            )
     bad, modes = {}, collections.Counter()
     for file in files:
         why, mode = check_image(file, side_by_side, min_side)
