@@ -14,13 +14,15 @@ batch norm folded, as PyTorch computes it at inference: x * scale + shift).
 """
 
 import hashlib
+import logging
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from i2i_jax.errors import NotFoundError
+from i2i_jax import file_trust
+from i2i_jax.errors import NotFoundError, UserError
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = (
@@ -29,6 +31,7 @@ WEIGHTS_URL = (
 FEATURES = 2048
 INPUT_SIZE = 299
 BN_EPS = 1e-3  # torchvision's BasicConv2d.
+log = logging.getLogger("i2i_jax")
 
 
 def convert_state_dict(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -50,7 +53,9 @@ def convert_state_dict(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 def load_weights(path: str) -> dict[str, np.ndarray]:
     """The network's weights from pytorch-fid's `.pth` file (converted once, then read from
-    the cached `.npz`) or from such an `.npz`."""
+    the cached `.npz`) or from such an `.npz`. The weights decide the reported FID and KID, so
+    a file that another user could have changed (`file_trust`) is refused: the one given is an
+    error; a cached conversion is converted again, into a file of the user's own."""
     if not path or not os.path.isfile(path):
         raise NotFoundError(
             f"fid_weights={path!r}: no such file. FID and KID need pytorch-fid's Inception "
@@ -58,34 +63,60 @@ def load_weights(path: str) -> dict[str, np.ndarray]:
             f"{WEIGHTS_URL} on a machine with internet access, copy it here and set "
             f"--config.fid_weights (or --fid_weights) to its path"
         )
+    if why := file_trust.trusted(path):
+        raise UserError(
+            f"fid_weights={path!r}: {why}, so the weights that decide FID and KID could be "
+            f"another user's.\nFix: copy it into a directory only you can write (`cp {path} "
+            f"~/; chmod go-w ~/{os.path.basename(path)}`) and set --config.fid_weights (or "
+            f"--fid_weights) to the copy"
+        )
     if path.endswith(".npz"):
-        with np.load(path) as saved:
-            return dict(saved)
-    cache = _cache_path(path)
-    if os.path.isfile(cache):
-        with np.load(cache) as saved:
-            return dict(saved)
+        return _read(path)
+    for cache in _cache_paths(path):
+        if not os.path.isfile(cache):
+            break
+        if (why := file_trust.trusted(cache)) is None:
+            return _read(cache)
+        log.warning(
+            "not reading the converted FID weights %s: %s, so they could be another user's; "
+            "they come from %s instead.\nFix: remove that file, or `chmod go-w` it if it is "
+            "yours",
+            cache,
+            why,
+            path,
+        )
+    else:
+        cache = None  # Each place holds a refused file, not ours to replace: keep none.
     import torch  # Only for the first conversion.
 
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     weights = convert_state_dict({k: v.numpy() for k, v in state_dict.items()})
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    partial = f"{cache}.partial-{os.getpid()}.npz"
-    np.savez(partial, **weights)
-    os.replace(partial, cache)
+    if cache:
+        file_trust.make_private_dir(os.path.dirname(cache))
+        partial = f"{cache}.partial-{os.getpid()}.npz"
+        np.savez(partial, **weights)
+        os.chmod(partial, 0o644)  # Whatever the umask: a group-writable file would be refused.
+        os.replace(partial, cache)
     return weights
 
 
-def _cache_path(path: str) -> str:
-    """Beside the `.pth` where that directory is writable, else in ~/.cache/i2i_jax, named
-    after the file's content so that a replaced file is converted again."""
+def _read(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as saved:
+        return dict(saved)
+
+
+def _cache_paths(path: str) -> list[str]:
+    """Where the `.pth`'s conversion is kept, in order of preference: beside it where that
+    directory is writable, and in ~/.cache/i2i_jax; named after the file's content so that a
+    replaced file is converted again."""
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:16]
     name = f"{os.path.basename(path)}.{digest}.npz"
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.access(directory, os.W_OK):
-        directory = os.path.join(os.path.expanduser("~"), ".cache", "i2i_jax")
-    return os.path.join(directory, name)
+    directories = [os.path.join(os.path.expanduser("~"), ".cache", "i2i_jax")]
+    beside = os.path.dirname(os.path.abspath(path))
+    if os.access(beside, os.W_OK):
+        directories.insert(0, beside)
+    return [os.path.join(directory, name) for directory in directories]
 
 
 def features(weights: dict, images_uint8: jax.Array) -> jax.Array:

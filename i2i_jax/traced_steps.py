@@ -12,6 +12,9 @@ The file is named by a hash of everything the traced program depends on: the cal
 `identity` (the config and the dataset's size), the tree, shapes, dtypes and shardings of the
 state and batch, the devices, JAX's configuration, the versions of the libraries the step is
 traced through, and i2i_jax's own source. A change to any of them traces afresh under a new name.
+
+A saved program that another user could have written is not read (`file_trust`); the directory
+is made private to the user, and each file written readable and writable by the user only.
 """
 
 import functools
@@ -26,7 +29,7 @@ import jax
 import tensorflow as tf
 from jax import export
 
-from i2i_jax import compilation_cache, distributed, parallel
+from i2i_jax import compilation_cache, distributed, file_trust, parallel
 
 log = logging.getLogger("i2i_jax")
 SUBDIRECTORY = "traced_steps"
@@ -92,6 +95,25 @@ def _exported(train_step, mesh, state, batch) -> bytes:
     return export.export(traced, platforms=[platform])(jax.tree.leaves(state), batch).serialize()
 
 
+def _refused(path: str) -> bool:
+    """Whether a saved program is there that another user could have written (see
+    `file_trust`): it is then neither read nor replaced (it may not be ours), and the step is
+    traced afresh."""
+    try:
+        why = file_trust.trusted(path)
+    except OSError:  # Nothing there to read: `_read` says so where it matters.
+        return False
+    if why:
+        log.warning(
+            "not reading the traced train step in %s: %s, so it could be another user's "
+            "program; tracing it afresh.\nFix: remove that file, or `chmod go-w` it if it is "
+            "yours",
+            path,
+            why,
+        )
+    return why is not None
+
+
 def _read(path: str) -> export.Exported | None:
     """The saved program, None if there is none or it cannot be read (then the step is traced
     again and the file rewritten)."""
@@ -110,11 +132,16 @@ def _read(path: str) -> export.Exported | None:
 def _write(path: str, serialized: bytes) -> None:
     """Writes beside `path` and renames, so a reader sees the whole file or none; a failure
     (a full disk, a read-only cache) costs the next run a trace, never this run."""
-    temporary = f"{path}.tmp-{os.getpid()}"
+    temporary, local = f"{path}.tmp-{os.getpid()}", "://" not in path
     try:
-        tf.io.gfile.makedirs(os.path.dirname(path))
+        if local:
+            file_trust.make_private_dir(os.path.dirname(path))
+        else:
+            tf.io.gfile.makedirs(os.path.dirname(path))
         with tf.io.gfile.GFile(temporary, "wb") as f:
             f.write(serialized)
+        if local:  # Whatever the umask: a group-writable file would be refused next time.
+            os.chmod(temporary, 0o600)
         tf.io.gfile.rename(temporary, path, overwrite=True)
     except (OSError, tf.errors.OpError) as error:
         log.warning(
@@ -137,10 +164,12 @@ def compile_train_step(train_step, mesh, state, batch, identity: str, directory:
     path = os.path.join(directory, SUBDIRECTORY, program_key(identity, mesh, state, batch) + ".bin")
 
     def lower():
-        exported, how = _read(path), f"read its traced program from {path}"
+        refused = _refused(path)
+        exported = None if refused else _read(path)
+        how = f"read its traced program from {path}"
         if exported is None:
             serialized, how = _exported(train_step, mesh, state, batch), "traced"
-            if distributed.is_first_process():
+            if distributed.is_first_process() and not refused:
                 _write(path, serialized)
             exported = export.deserialize(serialized)
 
