@@ -6,6 +6,7 @@ process and one jitted step runs on all of them. It must run before any other JA
 """
 
 import atexit
+import ipaddress
 import os
 import signal
 import sys
@@ -64,9 +65,35 @@ def initialize(
         )
     if mode == "auto" and not given and not launched_by_a_cluster_manager():
         return
-    jax.distributed.initialize(**explicit, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    jax.distributed.initialize(
+        **explicit,
+        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+        coordinator_bind_address=bind_address(coordinator_address),
+    )
     if jax.process_count() > 1:
         _watcher.start()
+
+
+def bind_address(coordinator_address: str | None) -> str | None:
+    """Where process 0's coordinator listens: on the host of `coordinator_address` when that is
+    an IP address or `localhost` (launch/local.sh's 127.0.0.1 stays unreachable from other
+    machines), rather than JAX's default of every interface ([::]:port).
+
+    None (JAX's default, or JAX_COORDINATOR_BIND_ADDRESS when set) for a host name, whose
+    address on process 0's own machine may be a loopback alias (Debian maps a machine's own
+    name to 127.0.1.1) that would shut the other hosts out, and for a detected cluster, whose
+    address JAX finds only inside `initialize`.
+    """
+    if coordinator_address is None or os.environ.get("JAX_COORDINATOR_BIND_ADDRESS"):
+        return None
+    host = coordinator_address.rsplit(":", 1)[0]
+    if host == "localhost":
+        return coordinator_address
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    return coordinator_address
 
 
 class _VanishedProcessWatcher:

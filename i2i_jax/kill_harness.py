@@ -106,22 +106,27 @@ class _Trigger:
             self.due = now + self.kill.delay_s
 
 
-def process_ids(workdir: str, process: int) -> list[int]:
-    """The Python process of `process` in a job started by launch/local.sh on `workdir`."""
+def process_ids(workdir: str, process: int, group: int) -> list[int]:
+    """The Python process of `process` in the job started by launch/local.sh on `workdir` whose
+    process group is `group` (the launcher's, which its processes share): never a process of
+    another job, even one on the same workdir."""
     pids = []
     for cmdline_file in glob.glob("/proc/[0-9]*/cmdline"):
+        pid = int(cmdline_file.split("/")[2])
         try:
             with open(cmdline_file, "rb") as f:
                 argv = f.read().split(b"\0")
-        except OSError:
+            in_the_job = os.getpgid(pid) == group
+        except OSError:  # Ended meanwhile.
             continue
         if (
-            b"i2i_jax.main" in argv
+            in_the_job
+            and b"i2i_jax.main" in argv
             and f"--workdir={workdir}".encode() in argv
             and f"--process_id={process}".encode() in argv
             and b"bash" not in os.path.basename(argv[0])
         ):
-            pids.append(int(cmdline_file.split("/")[2]))
+            pids.append(pid)
     return pids
 
 
@@ -177,7 +182,7 @@ def _kill(job, workdir: str, victim: int, processes: int, attempt: Attempt) -> N
     if processes <= 1:
         os.killpg(job.pid, signal.SIGKILL)
         return
-    pids = process_ids(workdir, victim)
+    pids = process_ids(workdir, victim, group=job.pid)  # The job leads its own group.
     if not pids:  # Not started yet, or already gone: the whole job then.
         os.killpg(job.pid, signal.SIGKILL)
         return

@@ -20,13 +20,15 @@ if __name__ == "__main__":
 
 import difflib
 import logging
+import signal
+import sys
 
 import jax
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2i_jax import compilation_cache, distributed, host_memory, train
+from i2i_jax import compilation_cache, distributed, host_memory, preemption, train
 from i2i_jax import config as config_lib
 
 __doc__ += (
@@ -134,6 +136,12 @@ def main():
         if jax.process_count() > 1 and not isinstance(error, UserError):
             distributed.wait_for_vanished_processes()
         raise
+    if preemption.stopped():
+        # Saved and stopped early: a status the launchers requeue on. A later TERM (a launcher
+        # stopping the other processes once one has exited) must not turn it into 143 while
+        # this one leaves the job.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(preemption.EXIT_STATUS)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A run stopped at any moment resumes exactly: SIGKILL loses only the steps since the last
-checkpoint, SIGTERM (preemption) saves one and exits cleanly, and the rerun of the same command
-ends with the parameters of a run that was never stopped, bit for bit on one CPU device and on
-a 2-process job started by `launch/local.sh`."""
+checkpoint, SIGTERM (preemption) saves one and exits with status 75 ("rerun me"), and the rerun
+of the same command ends with the parameters of a run that was never stopped, bit for bit on one
+CPU device and on a 2-process job started by `launch/local.sh`."""
 
 import contextlib
 import os
@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from i2i_jax import kill_harness, optim, parallel, tasks
+from i2i_jax import kill_harness, optim, parallel, preemption, tasks
 from i2i_jax.checkpointing import Checkpointer
 
 from helpers import job_failure_report, one_multiprocess_job_at_a_time, started
@@ -165,9 +165,9 @@ def test_each_lr_policy_resumes_exactly_after_sigkill(policy, tmp_path):
     )
 
 
-def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(uninterrupted, tmp_path):
+def test_sigterm_saves_a_checkpoint_exits_75_and_resumes_exactly(uninterrupted, tmp_path):
     status, output = signal_after_a_checkpoint(tmp_path, signal.SIGTERM)
-    assert status == 0, output[-3000:]
+    assert status == preemption.EXIT_STATUS == 75, output[-3000:]
     stopped = re.search(
         rf"SIGTERM: saved a checkpoint at step (\d+) of {STEPS} and stopped", output
     )
@@ -182,11 +182,11 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(uninterrup
 
 @pytest.mark.multiprocess
 def test_sigterm_to_a_two_process_job_stops_both_at_one_step_and_resumes_exactly(tmp_path):
-    """The launcher passes the TERM on; the processes agree on the step at their next log line
-    and save one checkpoint together."""
+    """The launcher passes the TERM on; the processes agree on the step at their next log line,
+    save one checkpoint together and exit 75, which the launcher passes through."""
     run_to_the_end(tmp_path / "uninterrupted", processes=2)
     status, output = signal_after_a_checkpoint(tmp_path / "stopped", signal.SIGTERM, processes=2)
-    assert status == 143, job_failure_report(output)
+    assert status == preemption.EXIT_STATUS, job_failure_report(output)
     stops = re.findall(rf"\[(\d)\] .*SIGTERM: saved a checkpoint at step (\d+) of {STEPS}", output)
     assert sorted(process for process, _ in stops) == ["0", "1"], output[-3000:]
     assert len({step for _, step in stops}) == 1
@@ -210,7 +210,7 @@ def test_a_process_killed_in_a_two_process_job_stops_the_other_which_names_it(vi
             ):
                 break
         last_checkpoint = max(kill_harness.committed_steps(str(tmp_path)))
-        for pid in kill_harness.process_ids(str(tmp_path), victim):
+        for pid in kill_harness.process_ids(str(tmp_path), victim, group=run.pid):
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         output.append(run.communicate(timeout=120)[0])
