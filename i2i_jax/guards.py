@@ -12,6 +12,9 @@ import tensorflow as tf
 
 from i2i_jax.errors import TrainingDivergedError, WorkdirError, first_line
 
+# The file `check_workdir` writes and removes; a fresh start ignores those of the job's other
+# processes, which may be there for a moment.
+PROBE_PREFIX = ".write_test_"
 # Besides one checkpoint of the state: logs, samples, TensorBoard files and orbax's temporaries.
 _HEADROOM_BYTES = 256 * 2**20
 
@@ -19,7 +22,7 @@ _HEADROOM_BYTES = 256 * 2**20
 def check_workdir(workdir: str) -> None:
     """Creates `workdir` and writes (then removes) a file in it, so that a read-only or missing
     mount fails now, with its path, rather than at the first checkpoint."""
-    probe = os.path.join(workdir, f".write_test_{uuid.uuid4().hex}")
+    probe = os.path.join(workdir, f"{PROBE_PREFIX}{uuid.uuid4().hex}")
     try:
         tf.io.gfile.makedirs(workdir)
         with tf.io.gfile.GFile(probe, "w") as f:

@@ -93,17 +93,17 @@ def plan_jobs(input_path: str, output_dir: str, suffix: str, overwrite: bool = F
     sources, targets = [s for s, _ in pairs], output_paths(pairs, suffix, longest_name(output_dir))
     inputs = {os.path.realpath(source) for source in sources}
     for target in targets:
-        if os.path.realpath(target) in inputs:
-            raise TranslateError(
-                f"the output {target} would overwrite an input\nFix: choose another --output"
+        if os.path.realpath(target) in inputs or os.path.islink(target):  # Not even with
+            raise TranslateError(  # --overwrite: a link's target is not our output.
+                f"the output {target} would overwrite an input (or a link's target)\nFix: "
+                "choose another --output"
             )
     existing = [target for target in targets if os.path.lexists(target)]
     if existing and not overwrite:
-        more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
+        shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if existing[5:] else "")
         raise TranslateError(
-            f"{len(existing)} of the {len(targets)} outputs exist already: "
-            f"{', '.join(existing[:5])}{more}\nFix: pass --overwrite to replace them, or "
-            "choose another --output"
+            f"{len(existing)} of the {len(targets)} outputs exist already: {shown}\nFix: pass "
+            "--overwrite to replace them, or choose another --output"
         )
     return list(map(Job, range(len(pairs)), sources, targets))
 

@@ -57,6 +57,12 @@ def test_existing_outputs_are_refused_before_any_work_unless_overwrite(tmp_path,
     ]
     jobs = translate.plan_jobs(str(tmp_path / "in"), str(tmp_path / "out"), ".png", overwrite=True)
     assert output_names(jobs) == {"a.png": "a.png", "b.png": "b.png"}
+    (tmp_path / "out" / "b.png").unlink()  # A link there: its target is not ours to replace.
+    (tmp_path / "out" / "b.png").symlink_to(tmp_path / "in" / "a.png")
+    with pytest.raises(TranslateError, match="or a link's target"):
+        translate.plan_jobs(str(tmp_path / "in"), str(tmp_path / "out"), ".png", overwrite=True)
+    (tmp_path / "out" / "b.png").unlink()
+    write_inputs(tmp_path / "out", "b.png")
 
     # The command refuses before it loads the model (here none is there to load).
     flags = [f"--model={tmp_path / 'no_model'}", f"--input={tmp_path / 'in'}"]

@@ -16,6 +16,7 @@ import tensorflow as tf
 from i2i_jax.config.defaults import flatten
 from i2i_jax.config.keys import KEYS
 from i2i_jax.errors import NotFoundError, UserError, WorkdirError
+from i2i_jax.guards import PROBE_PREFIX
 from i2i_jax.workdir_lock import LOCK_FILE
 
 log = logging.getLogger("i2i_jax")
@@ -84,7 +85,9 @@ def check_fresh_start(config, workdir: str, allow_change: bool) -> None:
     earlier start of the same config left there (its `config.json`, logs and samples), so that
     a mistyped --workdir never mixes a run into a user's files or another experiment."""
     entries = sorted(
-        e.rstrip("/") for e in tf.io.gfile.listdir(workdir) if e.rstrip("/") not in _OURS_ALWAYS
+        name
+        for name in (e.rstrip("/") for e in tf.io.gfile.listdir(workdir))
+        if name not in _OURS_ALWAYS and not name.startswith(PROBE_PREFIX)
     )
     if not entries:
         return
@@ -108,7 +111,8 @@ def check_fresh_start(config, workdir: str, allow_change: bool) -> None:
 
 
 # What a fresh start may find in its workdir without it counting as someone's files: the
-# checkpoint directory orbax creates before the first save, and this run's lock file.
+# checkpoint directory orbax creates before the first save, and this run's lock file (and the
+# write probes of `guards.check_workdir`).
 _OURS_ALWAYS = frozenset({"checkpoints", LOCK_FILE})
 
 
