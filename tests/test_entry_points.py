@@ -195,7 +195,8 @@ def test_the_benchmark_and_the_config_checks_do_not_load_tensorflow():
         ("evaluate", ["--workdir={tmp}"], "is not an i2i_jax workdir"),
         (
             "translate",
-            ["--model={tmp}", "--input={tmp}", "--output={tmp}/out"],
+            # An input there is (translate checks its outputs before it loads the model).
+            ["--model={tmp}", "--input=README.md", "--output={tmp}/out"],
             "--model must be a directory written by python -m i2i_jax.export",
         ),
         (
